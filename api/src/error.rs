@@ -1,0 +1,148 @@
+//! `ApiError`: every failure a client can see, as a status and an
+//! `application/problem+json` body `{type, title, status, code, message, field?}`.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use shared::error::StoreError;
+use shared::model::JobStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 — the body is not JSON.
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// 400 — a header or query parameter is malformed.
+    #[error("{message}")]
+    BadParameter { field: String, message: String },
+    /// 422 — a field has a wrong type or value.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// 422 — no job type has this name.
+    #[error("unknown job type `{0}`")]
+    UnknownType(String),
+    /// 422 — the Idempotency-Key was already used with a different request.
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    /// 413 — the body is over the limit.
+    #[error("the request body is over the {0}-byte limit")]
+    PayloadTooLarge(u64),
+    /// 415 — the body is not `application/json`.
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// 404 — no such job (for this tenant).
+    #[error("no job with id `{0}`")]
+    JobNotFound(String),
+    /// 409 — the job's status does not allow this.
+    #[error("the job is {status}; {action} is not possible")]
+    InvalidState { status: JobStatus, action: &'static str },
+    /// 503 — Redis is unreachable; nothing was written. Safe to retry.
+    #[error("storage is unavailable; nothing was stored, retry shortly")]
+    Unavailable,
+    /// 500 — anything else; details are logged, not shown.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } | Self::UnknownType(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::JobNotFound(_) => StatusCode::NOT_FOUND,
+            Self::InvalidState { .. } => StatusCode::CONFLICT,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::BadParameter { .. } => "bad_parameter",
+            Self::Invalid { .. } => "validation_failed",
+            Self::UnknownType(_) => "unknown_type",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::JobNotFound(_) => "not_found",
+            Self::InvalidState { .. } => "invalid_state",
+            Self::Unavailable => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { field, .. } | Self::BadParameter { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        let problem = Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("error"),
+            status: status.as_u16(),
+            code: self.code(),
+            message: self.to_string(),
+            field: self.field(),
+        };
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "redis unavailable");
+            Self::Unavailable
+        } else {
+            Self::Internal(err.to_string())
+        }
+    }
+}
+
+impl ApiError {
+    /// Maps a body-reading failure, keeping the 413 the body limit produces.
+    pub fn from_body(rejection: BytesRejection, limit: u64) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge(limit)
+        } else {
+            Self::MalformedJson(rejection.body_text())
+        }
+    }
+}

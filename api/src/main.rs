@@ -1,0 +1,21 @@
+//! `api` binary: parses the configuration, builds the router, serves.
+
+use anyhow::Context as _;
+use api::config::{Cli, Command};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    shared::telemetry::init(cli.config.log.log_format);
+    if let Some(Command::Migrate) = cli.command {
+        return api::migrate(&cli.config).await;
+    }
+    let router = api::build(&cli.config).await?;
+    let listener = tokio::net::TcpListener::bind(cli.config.bind_addr)
+        .await
+        .with_context(|| format!("cannot listen on BIND_ADDR={}", cli.config.bind_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "api listening on http://{}", listener.local_addr()?);
+    api::serve(listener, router, shared::shutdown::signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! Liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// `GET /healthz` — the process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz` — Redis answers and its schema is the one this binary expects.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let mut conn = state.store.connection();
+    match shared::migrate::check(&mut conn, state.store.keys()).await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "code": "unavailable", "message": err.to_string() })),
+        ),
+    }
+}

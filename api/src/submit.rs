@@ -1,0 +1,192 @@
+//! Turning submitted JSON into validated jobs: the request schema, its limits,
+//! the payload check against the job type, and the idempotency fingerprint.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use shared::jobs::Registry;
+use shared::store::NewJob;
+
+use crate::error::ApiError;
+
+/// Most jobs in one batch request.
+pub const MAX_BATCH: usize = 1_000;
+/// Furthest in the future a job may be scheduled.
+const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Most attempts a job may ask for.
+const MAX_ATTEMPTS: u32 = 100;
+/// Longest timeout a job may ask for (the worker's ceiling).
+const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+/// `POST /v1/jobs` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default = "empty_object")]
+    pub payload: serde_json::Value,
+    pub queue: Option<String>,
+    pub delay_ms: Option<u64>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    /// Backoff before the first retry; doubles each attempt (full jitter).
+    pub backoff_base_ms: Option<u64>,
+    /// Longest backoff between attempts.
+    pub backoff_cap_ms: Option<u64>,
+}
+
+/// `POST /v1/jobs/batch` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub jobs: Vec<JobRequest>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Parses a JSON body: malformed JSON is a 400, a well-formed body of the wrong
+/// shape is a 422 naming the field.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|err| ApiError::MalformedJson(err.to_string()))?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::invalid(field, err.into_inner().to_string())
+    })
+}
+
+/// A hash of what was asked, so a replayed key can be told from a reused one.
+/// `serde_json` maps are sorted, so key order and whitespace do not matter.
+pub fn fingerprint(route: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    hex::encode(Sha256::new().chain_update(route).chain_update([0]).chain_update(canonical).finalize())
+}
+
+/// Checks an `Idempotency-Key` value: an RFC 8941 string (`"…"`) or a bare token, 1–255 printable characters.
+pub fn idempotency_key(raw: &str) -> Result<String, ApiError> {
+    let key = raw.strip_prefix('"').and_then(|k| k.strip_suffix('"')).unwrap_or(raw);
+    let valid = !key.is_empty() && key.len() <= 255 && key.chars().all(|c| c.is_ascii_graphic() && c != '"');
+    if valid {
+        Ok(key.to_owned())
+    } else {
+        Err(ApiError::BadParameter {
+            field: "Idempotency-Key".into(),
+            message: "use 1-255 printable ASCII characters".into(),
+        })
+    }
+}
+
+fn valid_queue(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Validates one request into a job; `at` prefixes field names (`jobs[3].`).
+pub fn validate(registry: &Registry, tenant: &str, request: JobRequest, at: &str) -> Result<NewJob, ApiError> {
+    let field = |name: &str| format!("{at}{name}");
+    let defaults = registry.defaults(&request.kind).ok_or_else(|| ApiError::UnknownType(request.kind.clone()))?;
+    if let Some(Err(err)) = registry.validate(&request.kind, &request.payload) {
+        return Err(ApiError::invalid(format!("{at}{}", err.field), err.message));
+    }
+    let queue = request.queue.unwrap_or_else(|| defaults.queue.to_owned());
+    if !valid_queue(&queue) {
+        return Err(ApiError::invalid(field("queue"), "use 1-64 characters from [A-Za-z0-9._-]"));
+    }
+    let run_at_ms = match (request.delay_ms, request.run_at) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid(field("run_at"), "give delay_ms or run_at, not both")),
+        (Some(delay), None) if delay > MAX_DELAY.as_millis() as u64 => {
+            return Err(ApiError::invalid(field("delay_ms"), "at most one year"));
+        }
+        (Some(0), None) | (None, None) => 0,
+        (Some(delay), None) => Utc::now().timestamp_millis() + delay as i64,
+        (None, Some(at)) => {
+            if at > Utc::now() + MAX_DELAY {
+                return Err(ApiError::invalid(field("run_at"), "at most one year ahead"));
+            }
+            at.timestamp_millis()
+        }
+    };
+    let max_attempts = request.max_attempts.unwrap_or(defaults.max_attempts);
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(ApiError::invalid(field("max_attempts"), format!("between 1 and {MAX_ATTEMPTS}")));
+    }
+    let timeout_ms = request.timeout_ms.unwrap_or(defaults.timeout.as_millis() as u64);
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(ApiError::invalid(field("timeout_ms"), format!("between 1 and {MAX_TIMEOUT_MS}")));
+    }
+    let backoff_base_ms = request.backoff_base_ms.unwrap_or(defaults.backoff.base.as_millis() as u64);
+    let backoff_cap_ms = request.backoff_cap_ms.unwrap_or(defaults.backoff.cap.as_millis() as u64);
+    if backoff_cap_ms < backoff_base_ms || backoff_cap_ms > MAX_TIMEOUT_MS {
+        return Err(ApiError::invalid(field("backoff_cap_ms"), "at least backoff_base_ms and at most one day"));
+    }
+    Ok(NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.to_owned(),
+        kind: request.kind,
+        queue,
+        payload: request.payload.to_string(),
+        max_attempts,
+        timeout_ms,
+        run_at_ms,
+        backoff_base_ms,
+        backoff_cap_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: serde_json::Value) -> JobRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn check(json: serde_json::Value) -> Result<NewJob, ApiError> {
+        validate(&Registry::standard(true), "t", request(json), "")
+    }
+
+    #[test]
+    fn a_valid_request_takes_its_type_defaults() {
+        let job = check(serde_json::json!({"type": "noop"})).unwrap();
+        assert_eq!((job.queue.as_str(), job.max_attempts, job.run_at_ms), ("default", 5, 0));
+        let mail = check(serde_json::json!({"type": "email.send", "payload": {"to": "a@b.co", "subject": "s", "text": "t"}})).unwrap();
+        assert_eq!(mail.queue, "email");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = check(serde_json::json!({"type": "sleep", "payload": {"ms": "x"}})).unwrap_err();
+        assert!(matches!(err, ApiError::Invalid { ref field, .. } if field == "payload.ms"), "{err:?}");
+        let err = check(serde_json::json!({"type": "noop", "max_attempts": 0})).unwrap_err();
+        assert!(matches!(err, ApiError::Invalid { ref field, .. } if field == "max_attempts"));
+        let err = check(serde_json::json!({"type": "noop", "queue": "a b"})).unwrap_err();
+        assert!(matches!(err, ApiError::Invalid { ref field, .. } if field == "queue"));
+        assert!(matches!(check(serde_json::json!({"type": "nope"})), Err(ApiError::UnknownType(_))));
+    }
+
+    #[test]
+    fn fingerprints_ignore_key_order_and_whitespace() {
+        let a = fingerprint("jobs", br#"{"type":"noop","payload":{"a":1,"b":2}}"#);
+        let b = fingerprint("jobs", br#"{ "payload": {"b": 2, "a": 1}, "type": "noop" }"#);
+        assert_eq!(a, b);
+        assert_ne!(a, fingerprint("jobs", br#"{"type":"noop","payload":{"a":1}}"#));
+        assert_ne!(a, fingerprint("batch", br#"{"type":"noop","payload":{"a":1,"b":2}}"#));
+    }
+
+    #[test]
+    fn idempotency_keys_accept_quoted_and_bare_forms() {
+        assert_eq!(idempotency_key("\"abc-1\"").unwrap(), "abc-1");
+        assert_eq!(idempotency_key("abc-1").unwrap(), "abc-1");
+        assert!(idempotency_key("").is_err());
+        assert!(idempotency_key("has space").is_err());
+        assert!(idempotency_key(&"k".repeat(256)).is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! Claiming jobs, and waiting without polling when there are none.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{ClaimedJob, Inner, Lease};
+use crate::backoff::Backoff;
+use crate::error::StoreError;
+use crate::scripts;
+
+/// Longest idle wait before claiming again (which also promotes due jobs).
+const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
+
+enum Claim {
+    Jobs(Vec<ClaimedJob>),
+    /// Nothing ready: wait on the wake stream after `wake_id`, at most `due_in`.
+    Empty { wake_id: String, due_in: Option<Duration> },
+}
+
+/// Claims the next batch, waiting as long as it takes. Returns empty only when
+/// the backend is stopping. Redis errors are retried here, never surfaced.
+pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
+    let mut stop = inner.stop.subscribe();
+    let mut error_delay = Duration::from_millis(100);
+    loop {
+        if *stop.borrow_and_update() {
+            return Vec::new();
+        }
+        match claim(&inner).await {
+            Ok(Claim::Jobs(jobs)) => {
+                hold(&inner, &jobs);
+                return jobs;
+            }
+            Ok(Claim::Empty { wake_id, due_in }) => {
+                error_delay = Duration::from_millis(100);
+                let wait = due_in.map_or(MAX_IDLE_WAIT, |d| d.min(MAX_IDLE_WAIT));
+                if wait.is_zero() {
+                    continue;
+                }
+                tokio::select! {
+                    _ = stop.changed() => return Vec::new(),
+                    woken = wait_for_wake(&inner, &wake_id, wait) => {
+                        if let Err(err) = woken {
+                            tracing::warn!(error = %err, "idle wait failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_ms = error_delay.as_millis() as u64, "claim failed; retrying");
+                tokio::select! {
+                    _ = stop.changed() => return Vec::new(),
+                    _ = tokio::time::sleep(error_delay) => {}
+                }
+                error_delay = (error_delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn wait_for_wake(inner: &Inner, after: &str, wait: Duration) -> Result<(), StoreError> {
+    let _: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1)
+        .arg("BLOCK")
+        .arg(wait.as_millis().max(1) as u64)
+        .arg("STREAMS")
+        .arg(inner.keys.wake())
+        .arg(after)
+        .query_async(&mut inner.blocking.clone())
+        .await?;
+    Ok(())
+}
+
+async fn claim(inner: &Inner) -> Result<Claim, StoreError> {
+    let settings = &inner.settings;
+    let mut call = scripts::CLAIM.key(inner.keys.wake());
+    call.arg(inner.keys.tag())
+        .arg(&settings.worker.id)
+        .arg(settings.lease.as_millis() as u64)
+        .arg(settings.claim_batch)
+        .arg(settings.store.events_maxlen);
+    for queue in inner.queue_args() {
+        call.arg(queue);
+    }
+    let reply: Vec<Value> = call.invoke_async(&mut inner.conn.clone()).await?;
+    parse_claim(&reply)
+}
+
+fn text(value: &Value) -> Result<String, StoreError> {
+    redis::from_redis_value::<String>(value.clone()).map_err(|e| StoreError::Corrupt(format!("claim reply: {e}")))
+}
+
+fn number(value: &Value) -> Result<u64, StoreError> {
+    redis::from_redis_value::<u64>(value.clone()).map_err(|e| StoreError::Corrupt(format!("claim reply: {e}")))
+}
+
+fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
+    let tag = reply.first().map(text).transpose()?.unwrap_or_default();
+    if tag == "E" {
+        let wake_id = reply.get(1).map(text).transpose()?.unwrap_or_else(|| "0-0".into());
+        let due: i64 = reply
+            .get(2)
+            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+            .unwrap_or(-1);
+        let due_in = (due >= 0).then(|| Duration::from_millis(due as u64));
+        return Ok(Claim::Empty { wake_id, due_in });
+    }
+    let fields = reply.get(2..).unwrap_or_default();
+    let mut jobs = Vec::with_capacity(fields.len() / 10);
+    for f in fields.chunks_exact(10) {
+        jobs.push(ClaimedJob {
+            id: text(&f[0])?,
+            tenant: text(&f[1])?,
+            kind: text(&f[2])?,
+            queue: text(&f[3])?,
+            payload: text(&f[4])?,
+            attempt: number(&f[5])? as u32,
+            max_attempts: number(&f[6])? as u32,
+            timeout: Duration::from_millis(number(&f[7])?),
+            backoff: Backoff {
+                base: Duration::from_millis(number(&f[8])?),
+                cap: Duration::from_millis(number(&f[9])?),
+            },
+            cancelled: Default::default(),
+        });
+    }
+    Ok(Claim::Jobs(jobs))
+}
+
+impl Claim {
+    #[cfg(test)]
+    fn jobs(self) -> Vec<ClaimedJob> {
+        match self {
+            Self::Jobs(jobs) => jobs,
+            Self::Empty { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Records the leases of freshly claimed jobs, so heartbeats renew them.
+pub(super) fn hold(inner: &Inner, jobs: &[ClaimedJob]) {
+    let mut leases = inner.leases();
+    for job in jobs {
+        leases.insert(
+            job.id.clone(),
+            Lease { queue: job.queue.clone(), attempt: job.attempt, cancelled: job.cancelled.clone() },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(items: &[&str]) -> Vec<Value> {
+        items.iter().map(|s| Value::BulkString(s.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn an_empty_claim_carries_the_wake_id_and_next_due_time() {
+        let mut reply = bulk(&["E", "5-0"]);
+        reply.push(Value::Int(250));
+        match parse_claim(&reply).unwrap() {
+            Claim::Empty { wake_id, due_in } => {
+                assert_eq!(wake_id, "5-0");
+                assert_eq!(due_in, Some(Duration::from_millis(250)));
+            }
+            Claim::Jobs(_) => panic!("expected an empty claim"),
+        }
+    }
+
+    #[test]
+    fn a_claim_decodes_ten_fields_per_job() {
+        let mut reply = bulk(&["J"]);
+        reply.push(Value::Int(1));
+        reply.extend(bulk(&["id1", "acme", "noop", "default", "{}"]));
+        reply.extend([5, 7, 1000, 10, 100].map(Value::Int));
+        let jobs = parse_claim(&reply).unwrap().jobs();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].attempt, jobs[0].max_attempts), (5, 7));
+        assert_eq!(jobs[0].timeout, Duration::from_secs(1));
+    }
+}

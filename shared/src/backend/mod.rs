@@ -1,0 +1,332 @@
+//! Our Redis backend for apalis: implements apalis-core's `Backend` and
+//! `BackendConfig` over the data model in `keys.rs`.
+//!
+//! Shape (see `scripts/*.lua` for each step):
+//! - `poll_next` serves jobs from a local buffer, refilled by one CLAIM of up to
+//!   `claim_batch` jobs. When nothing is ready it blocks on the wake stream (on
+//!   its own connection) from the id CLAIM returned, so no enqueue in between is
+//!   missed, and for no longer than the next scheduled job is due.
+//! - Outcomes reach Redis through [`AckLayer`], the backend's layer, which the
+//!   apalis Worker wraps around every handler call. A background task (the
+//!   acker) flushes them in batches, renews leases, and reaps expired ones.
+//! - Redis errors never leave the backend (apalis ends a worker on any backend
+//!   error): fetches and flushes retry with backoff until Redis is back.
+//! - Closing hands back claimed-but-unstarted jobs at once (RELEASE) and
+//!   flushes every pending outcome.
+
+mod ack;
+mod acker;
+mod fetch;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::task::Task;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::task_id::TaskId;
+use apalis_core::worker::context::WorkerContext;
+use futures::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use ack::{AckLayer, AckService};
+
+use crate::backoff::Backoff;
+use crate::error::StoreError;
+use crate::keys::Keys;
+use crate::scripts;
+use crate::store::{StoreConfig, WorkerInfo};
+
+/// One attempt of a job, as handed to the handler.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: String,
+    pub tenant: String,
+    pub kind: String,
+    pub queue: String,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// 1-based number of this attempt.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+    /// Set when cancellation is requested while the job runs.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+/// How the backend runs.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    pub worker: WorkerInfo,
+    /// Lease per running job; renewed every third of it.
+    pub lease: Duration,
+    /// Most jobs one CLAIM takes (keep ≤ concurrency: buffered jobs hold leases).
+    pub claim_batch: usize,
+    /// Outcomes are flushed when this many are pending…
+    pub ack_batch: usize,
+    /// …or when the oldest has waited this long.
+    pub ack_delay: Duration,
+    pub store: StoreConfig,
+}
+
+/// A job this process holds a lease on, until its outcome is flushed or it is released.
+#[derive(Debug, Clone)]
+struct Lease {
+    queue: String,
+    attempt: u32,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// The outcome of one attempt, on its way to the ACK script.
+#[derive(Debug, Clone)]
+struct Outcome {
+    id: String,
+    queue: String,
+    attempt: u32,
+    kind: OutcomeKind,
+    retry_delay: Duration,
+    /// Result JSON on success, error text otherwise.
+    text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutcomeKind {
+    Succeeded,
+    Retry,
+    Fail,
+}
+
+impl OutcomeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "ok",
+            Self::Retry => "retry",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+enum AckMsg {
+    Done(Outcome),
+    /// Flush everything, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// State shared by the backend, its acker and the [`BackendHandle`].
+struct Inner {
+    settings: BackendSettings,
+    keys: Keys,
+    conn: ConnectionManager,
+    /// Dedicated to XREAD BLOCK: a blocking command would stall a multiplexed pipe.
+    blocking: ConnectionManager,
+    leases: Mutex<HashMap<String, Lease>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Inner {
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn queue_args(&self) -> &[String] {
+        &self.settings.worker.queues
+    }
+
+    /// Hands jobs back to their queues without counting the attempt; retried
+    /// while Redis is away, for at most `patience`.
+    async fn release(&self, jobs: &[(String, String, u32)], patience: Duration) -> usize {
+        if jobs.is_empty() {
+            return 0;
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let mut call = scripts::RELEASE.key(self.keys.events());
+            call.arg(self.keys.tag()).arg(self.settings.store.events_maxlen);
+            for (id, queue, attempt) in jobs {
+                call.arg(id).arg(queue).arg(attempt);
+            }
+            match call.invoke_async::<usize>(&mut self.conn.clone()).await {
+                Ok(released) => {
+                    let mut leases = self.leases();
+                    for (id, _, _) in jobs {
+                        leases.remove(id);
+                    }
+                    return released;
+                }
+                Err(err) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %StoreError::from(err), "cannot hand jobs back yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, jobs = jobs.len(), "gave up handing jobs back; their leases will expire and the reaper will requeue them");
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+/// Controls a backend from outside the apalis Worker: stop fetching, and
+/// finish (flush outcomes, hand back whatever is still held).
+#[derive(Clone)]
+pub struct BackendHandle {
+    inner: Arc<Inner>,
+    ack_tx: mpsc::UnboundedSender<AckMsg>,
+}
+
+impl BackendHandle {
+    /// Stops claiming: an idle wait ends at once.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Number of jobs this process currently holds a lease on.
+    pub fn held(&self) -> usize {
+        self.inner.leases().len()
+    }
+
+    /// Flushes pending outcomes, then hands back every job still held (jobs
+    /// whose handler was abandoned when the shutdown grace ran out). Returns
+    /// the number handed back.
+    pub async fn finish(&self, patience: Duration) -> usize {
+        self.stop();
+        let (tx, rx) = oneshot::channel();
+        if self.ack_tx.send(AckMsg::Close(tx)).is_ok() {
+            let _ = tokio::time::timeout(patience, rx).await;
+        }
+        let held: Vec<(String, String, u32)> = self
+            .inner
+            .leases()
+            .iter()
+            .map(|(id, lease)| (id.clone(), lease.queue.clone(), lease.attempt))
+            .collect();
+        self.inner.release(&held, patience).await
+    }
+}
+
+/// The apalis backend. Build one per worker with [`RedisBackend::new`].
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+    buffer: VecDeque<ClaimedJob>,
+    fetching: Option<BoxFuture<'static, Vec<ClaimedJob>>>,
+    ack_tx: mpsc::UnboundedSender<AckMsg>,
+    ack_rx: Option<mpsc::UnboundedReceiver<AckMsg>>,
+    closing: Option<BoxFuture<'static, ()>>,
+}
+
+impl RedisBackend {
+    /// `conn` serves scripts; `blocking` is used only for the idle wait.
+    pub fn new(conn: ConnectionManager, blocking: ConnectionManager, settings: BackendSettings) -> (Self, BackendHandle) {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            keys: Keys::new(&settings.store.prefix),
+            settings,
+            conn,
+            blocking,
+            leases: Mutex::new(HashMap::new()),
+            stop: watch::Sender::new(false),
+        });
+        let handle = BackendHandle { inner: inner.clone(), ack_tx: ack_tx.clone() };
+        let backend = Self {
+            inner,
+            buffer: VecDeque::new(),
+            fetching: None,
+            ack_tx,
+            ack_rx: Some(ack_rx),
+            closing: None,
+        };
+        (backend, handle)
+    }
+}
+
+impl Backend for RedisBackend {
+    type Task = Task<ClaimedJob>;
+    type Error = StoreError;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), StoreError>> {
+        // The first poll runs inside the worker's runtime: start the acker there.
+        if let Some(rx) = self.ack_rx.take() {
+            tokio::spawn(acker::run(self.inner.clone(), rx));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Option<Result<Self::Task, StoreError>>> {
+        loop {
+            if let Some(job) = self.buffer.pop_front() {
+                let task = TaskBuilder::new(job.clone())
+                    .task_id(TaskId::from_string(job.id))
+                    .attempt(job.attempt as usize)
+                    .max_attempts(job.max_attempts as usize)
+                    .build();
+                return Poll::Ready(Some(Ok(task)));
+            }
+            if self.closing.is_some() {
+                return Poll::Pending;
+            }
+            let inner = self.inner.clone();
+            let fetching = self.fetching.get_or_insert_with(|| Box::pin(fetch::next_batch(inner)));
+            match fetching.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(jobs) => {
+                    self.fetching = None;
+                    if jobs.is_empty() {
+                        // Only a stop ends a fetch empty-handed; apalis stops polling us next.
+                        return Poll::Pending;
+                    }
+                    self.buffer.extend(jobs);
+                }
+            }
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), StoreError>> {
+        let closing = self.closing.get_or_insert_with(|| {
+            self.inner.stop.send_replace(true);
+            let inner = self.inner.clone();
+            let pending = self.fetching.take();
+            let buffered: Vec<ClaimedJob> = self.buffer.drain(..).collect();
+            let ack_tx = self.ack_tx.clone();
+            Box::pin(async move {
+                let mut unstarted = buffered;
+                if let Some(fetch) = pending {
+                    unstarted.extend(fetch.await);
+                }
+                let jobs: Vec<_> = unstarted.into_iter().map(|j| (j.id, j.queue, j.attempt)).collect();
+                let released = inner.release(&jobs, Duration::from_secs(5)).await;
+                if released > 0 {
+                    tracing::info!(released, "handed unstarted jobs back to their queues");
+                }
+                let (tx, rx) = oneshot::channel();
+                if ack_tx.send(AckMsg::Close(tx)).is_ok() {
+                    let _ = rx.await;
+                }
+            })
+        });
+        Pin::new(closing).poll(cx).map(Ok)
+    }
+}
+
+impl BackendConfig for RedisBackend {
+    type Args = ClaimedJob;
+    type Id = ();
+    type Kind = Ephemeral;
+    type Config = BackendSettings;
+    type Layer = AckLayer;
+
+    fn config(&self) -> &BackendSettings {
+        &self.inner.settings
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> AckLayer {
+        AckLayer::new(self.ack_tx.clone())
+    }
+}

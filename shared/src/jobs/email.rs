@@ -1,0 +1,181 @@
+//! `email.send` — one email over SMTP with lettre.
+//!
+//! Addresses are checked at enqueue. The `Message-ID` is derived from the job id,
+//! so a mail delivered twice (at-least-once) is recognisable as the same mail.
+//! SMTP 4xx replies and connection errors are retried; 5xx replies fail the job.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart, header::ContentType};
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Deserializer};
+
+use super::{JobContext, JobDefaults, JobError, JobType};
+use crate::backoff::Backoff;
+
+/// Most recipients one job may address.
+const MAX_RECIPIENTS: usize = 50;
+
+/// `email.send` payload: `{"to": "a@x" | ["a@x", …], "subject", "text", "html"?}`.
+#[derive(Debug, Deserialize, garde::Validate)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSend {
+    #[serde(deserialize_with = "one_or_many")]
+    #[garde(length(min = 1, max = MAX_RECIPIENTS), inner(custom(valid_address)))]
+    pub to: Vec<String>,
+    #[garde(length(min = 1, max = 998))]
+    pub subject: String,
+    #[garde(length(max = 1_000_000))]
+    pub text: String,
+    #[serde(default)]
+    #[garde(inner(length(max = 1_000_000)))]
+    pub html: Option<String>,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(address) => vec![address],
+        OneOrMany::Many(addresses) => addresses,
+    })
+}
+
+fn valid_address(value: &str, _: &()) -> garde::Result {
+    value
+        .parse::<Address>()
+        .map(|_| ())
+        .map_err(|err| garde::Error::new(format!("not a valid email address: {err}")))
+}
+
+/// Masks an address for logs: `j***@example.com`.
+pub fn mask(address: &str) -> String {
+    match address.split_once('@') {
+        Some((user, domain)) => {
+            let first: String = user.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+/// Where and how mail is sent.
+#[derive(Debug, Clone)]
+pub struct MailerConfig {
+    /// lettre's URL form: `smtp://host:port` (plain), `smtps://…`, or `?tls=required`.
+    pub smtp_url: String,
+    pub from: Mailbox,
+    pub timeout: Duration,
+}
+
+/// A pooled SMTP client shared by the handlers of one worker.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(config: &MailerConfig) -> Result<Self, SmtpError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp_url)?
+            .timeout(Some(config.timeout))
+            .build();
+        Ok(Self { transport, from: config.from.clone() })
+    }
+
+    fn message_id(&self, job_id: &str) -> String {
+        format!("<{job_id}@{}>", self.from.email.domain())
+    }
+}
+
+impl JobType for EmailSend {
+    const NAME: &'static str = "email.send";
+
+    fn defaults() -> JobDefaults {
+        JobDefaults {
+            queue: "email",
+            max_attempts: 8,
+            timeout: Duration::from_secs(60),
+            backoff: Backoff { base: Duration::from_secs(5), cap: Duration::from_secs(600) },
+        }
+    }
+
+    async fn run(self, ctx: JobContext) -> Result<serde_json::Value, JobError> {
+        let mailer = ctx
+            .services
+            .mailer
+            .as_ref()
+            .ok_or_else(|| JobError::Retryable("this worker has no SMTP configured".into()))?;
+        let mut builder = Message::builder()
+            .from(mailer.from.clone())
+            .subject(self.subject)
+            .message_id(Some(mailer.message_id(&ctx.id)));
+        for address in &self.to {
+            let mailbox = address
+                .parse::<Mailbox>()
+                .map_err(|err| JobError::Permanent(format!("bad recipient {}: {err}", mask(address))))?;
+            builder = builder.to(mailbox);
+        }
+        let message = match self.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(self.text, html)),
+            None => builder.header(ContentType::TEXT_PLAIN).body(self.text),
+        }
+        .map_err(|err| JobError::Permanent(format!("cannot build the message: {err}")))?;
+
+        let masked: Vec<String> = self.to.iter().map(|a| mask(a)).collect();
+        match mailer.transport.send(message).await {
+            Ok(response) => {
+                tracing::info!(to = ?masked, code = %response.code(), "email sent");
+                Ok(serde_json::json!({
+                    "message_id": mailer.message_id(&ctx.id),
+                    "smtp_code": response.code().to_string(),
+                }))
+            }
+            Err(err) if err.is_permanent() => {
+                tracing::warn!(to = ?masked, error = %err, "smtp refused the email permanently");
+                Err(JobError::Permanent(format!("smtp permanent failure: {err}")))
+            }
+            Err(err) => {
+                tracing::warn!(to = ?masked, error = %err, "smtp failed, will retry");
+                Err(JobError::Retryable(format!("smtp transient failure: {err}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use garde::Validate;
+
+    fn payload(to: serde_json::Value) -> Result<EmailSend, String> {
+        let job: EmailSend =
+            serde_json::from_value(serde_json::json!({"to": to, "subject": "s", "text": "t"})).map_err(|e| e.to_string())?;
+        job.validate().map_err(|e| e.to_string())?;
+        Ok(job)
+    }
+
+    #[test]
+    fn to_accepts_one_address_or_a_list() {
+        assert_eq!(payload("a@example.com".into()).unwrap().to, vec!["a@example.com"]);
+        assert_eq!(payload(serde_json::json!(["a@x.org", "b@y.org"])).unwrap().to.len(), 2);
+    }
+
+    #[test]
+    fn bad_addresses_and_empty_lists_are_refused() {
+        assert!(payload("not-an-address".into()).unwrap_err().contains("to[0]"));
+        assert!(payload(serde_json::json!(["a@x.org", "nope"])).unwrap_err().contains("to[1]"));
+        assert!(payload(serde_json::json!([])).is_err());
+    }
+
+    #[test]
+    fn mask_hides_the_local_part() {
+        assert_eq!(mask("jane.doe@example.com"), "j***@example.com");
+        assert_eq!(mask("nonsense"), "***");
+    }
+}

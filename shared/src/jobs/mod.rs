@@ -1,0 +1,195 @@
+//! Job types: what a job of each type carries, how it is validated, and what a
+//! worker does with it.
+//!
+//! Adding a type is one file: a payload struct deriving `Deserialize` and
+//! `garde::Validate`, and an `impl JobType` naming it and giving its handler;
+//! then one `.register::<T>()` line in [`Registry::standard`].
+
+mod demo;
+mod email;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+pub use demo::{Fail, Noop, Sleep};
+pub use email::{EmailSend, Mailer, MailerConfig};
+
+use crate::backoff::Backoff;
+
+/// How a failed attempt should be treated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt (after backoff), if any are left.
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail the same way every time: the job ends `failed` now.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Defaults a job type gives its jobs; a request may override attempts and timeout.
+#[derive(Debug, Clone)]
+pub struct JobDefaults {
+    pub queue: &'static str,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for JobDefaults {
+    /// Queue `default`, 5 attempts, 5 min timeout, backoff base 1 s cap 10 min.
+    fn default() -> Self {
+        Self {
+            queue: "default",
+            max_attempts: 5,
+            timeout: Duration::from_secs(300),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// What a running job can see of its surroundings.
+#[derive(Clone)]
+pub struct JobContext {
+    pub id: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Set when cancellation is requested while the job runs (seen at the next heartbeat).
+    pub cancelled: Arc<AtomicBool>,
+    pub services: Arc<Services>,
+}
+
+impl JobContext {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// Clients that handlers share within a worker process.
+#[derive(Default)]
+pub struct Services {
+    pub mailer: Option<Mailer>,
+}
+
+/// A kind of job.
+pub trait JobType: DeserializeOwned + garde::Validate<Context = ()> + Send + 'static {
+    /// The `type` clients name in requests.
+    const NAME: &'static str;
+
+    fn defaults() -> JobDefaults {
+        JobDefaults::default()
+    }
+
+    /// Does the work. `Ok` carries the result stored on the record.
+    fn run(self, ctx: JobContext) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
+}
+
+/// A payload that failed validation, naming the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadError {
+    /// Dotted path of the field, e.g. `payload.to[1]`.
+    pub field: String,
+    pub message: String,
+}
+
+trait ErasedJob: Send + Sync {
+    fn defaults(&self) -> JobDefaults;
+    fn validate(&self, payload: &serde_json::Value) -> Result<(), PayloadError>;
+    fn run(&self, payload: &str, ctx: JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>>;
+}
+
+struct Erased<T>(std::marker::PhantomData<fn() -> T>);
+
+fn decode<T: DeserializeOwned>(payload: &serde_json::Value) -> Result<T, PayloadError> {
+    serde_path_to_error::deserialize(payload).map_err(|err| {
+        let path = err.path().to_string();
+        PayloadError {
+            field: if path == "." { "payload".into() } else { format!("payload.{path}") },
+            message: err.into_inner().to_string(),
+        }
+    })
+}
+
+impl<T: JobType> ErasedJob for Erased<T> {
+    fn defaults(&self) -> JobDefaults {
+        T::defaults()
+    }
+
+    fn validate(&self, payload: &serde_json::Value) -> Result<(), PayloadError> {
+        let job: T = decode(payload)?;
+        job.validate().map_err(|report| {
+            let (path, error) = report.iter().next().map_or((String::new(), String::new()), |(p, e)| {
+                (p.to_string(), e.to_string())
+            });
+            PayloadError {
+                field: if path.is_empty() { "payload".into() } else { format!("payload.{path}") },
+                message: error,
+            }
+        })
+    }
+
+    fn run(&self, payload: &str, ctx: JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
+        match serde_json::from_str::<T>(payload) {
+            Ok(job) => Box::pin(job.run(ctx)),
+            Err(err) => {
+                let message = format!("stored payload does not decode as {}: {err}", T::NAME);
+                Box::pin(async move { Err(JobError::Permanent(message)) })
+            }
+        }
+    }
+}
+
+/// The job types a process knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    types: HashMap<&'static str, Arc<dyn ErasedJob>>,
+}
+
+impl Registry {
+    /// The shipped types: `email.send`, plus `noop`, `sleep` and `fail` when `demo` is on.
+    pub fn standard(demo: bool) -> Self {
+        let registry = Self::default().register::<EmailSend>();
+        if demo {
+            registry.register::<Noop>().register::<Sleep>().register::<Fail>()
+        } else {
+            registry
+        }
+    }
+
+    pub fn register<T: JobType>(mut self) -> Self {
+        self.types.insert(T::NAME, Arc::new(Erased::<T>(std::marker::PhantomData)));
+        self
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.types.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn defaults(&self, name: &str) -> Option<JobDefaults> {
+        self.types.get(name).map(|t| t.defaults())
+    }
+
+    /// Checks a payload against its type's schema. `None` when the type is unknown.
+    pub fn validate(&self, name: &str, payload: &serde_json::Value) -> Option<Result<(), PayloadError>> {
+        self.types.get(name).map(|t| t.validate(payload))
+    }
+
+    /// Runs one attempt of a job.
+    pub fn run(&self, name: &str, payload: &str, ctx: JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
+        match self.types.get(name) {
+            Some(job) => job.run(payload, ctx),
+            None => {
+                let message = format!("this worker does not know job type `{name}`");
+                Box::pin(async move { Err(JobError::Permanent(message)) })
+            }
+        }
+    }
+}

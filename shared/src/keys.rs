@@ -1,0 +1,154 @@
+//! Redis key layout. Every key the system touches is named here, once.
+//!
+//! All keys share one hash tag, `{<prefix>}`, so that every Lua script touches a
+//! single slot and the layout runs unchanged on Redis Cluster (one slot per
+//! deployment; several deployments, or test runs, share a Redis by prefix).
+//! The Lua scripts build the same names from the tag they receive in `ARGV[1]`;
+//! the `tag .. ':…'` expressions in `scripts/*.lua` mirror the functions below.
+
+/// Key builder for one deployment prefix (`REDIS_PREFIX`, default `jobs`).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    tag: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { tag: format!("{{{prefix}}}") }
+    }
+
+    /// The hash tag itself, `{prefix}`: the first argument of every script.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// HASH — one job record: `id, tenant, type, queue, status, attempts,
+    /// max_attempts, payload, created_at, scheduled_at, started_at, finished_at,
+    /// last_error, result, timeout_ms, backoff_base_ms, backoff_cap_ms, worker,
+    /// cancel_requested`, plus its status history as fields `h:1`, `h:2`, … (one
+    /// per transition, counted by `hist_n`), so that history costs no extra key
+    /// and expires with the record. No TTL while live; succeeded records expire
+    /// after `SUCCEEDED_TTL_SECS`, failed and cancelled after `FAILED_TTL_SECS`.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.tag)
+    }
+
+    /// LIST — ids ready to run on `queue`, oldest first (RPUSH / LPOP).
+    pub fn ready(&self, queue: &str) -> String {
+        format!("{}:q:{queue}:ready", self.tag)
+    }
+
+    /// ZSET — ids scheduled for a first run on `queue` (`delay_ms`/`run_at`), scored by due time in ms.
+    pub fn scheduled(&self, queue: &str) -> String {
+        format!("{}:q:{queue}:scheduled", self.tag)
+    }
+
+    /// ZSET — ids waiting for their next attempt after a failure, scored by due time in ms.
+    pub fn retry(&self, queue: &str) -> String {
+        format!("{}:q:{queue}:retry", self.tag)
+    }
+
+    /// ZSET — ids running on `queue`, scored by lease expiry in ms. A worker renews the
+    /// leases of its jobs; the reaper takes back any whose lease ran out.
+    pub fn running(&self, queue: &str) -> String {
+        format!("{}:q:{queue}:running", self.tag)
+    }
+
+    /// ZSET — ids that ended `failed` on `queue`, scored by finish time in ms; pruned with the records.
+    pub fn failed(&self, queue: &str) -> String {
+        format!("{}:q:{queue}:failed", self.tag)
+    }
+
+    /// SET — every queue name that has ever received a job.
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.tag)
+    }
+
+    /// SET — every tenant that has ever submitted a job (drives index pruning).
+    pub fn tenants(&self) -> String {
+        format!("{}:tenants", self.tag)
+    }
+
+    /// ZSET — a tenant's job ids scored by creation time in ms: the listing index,
+    /// newest first. Entries whose record expired are pruned lazily and by the reaper.
+    pub fn tenant_jobs(&self, tenant: &str) -> String {
+        format!("{}:t:{tenant}:jobs", self.tag)
+    }
+
+    /// STRING — an `Idempotency-Key` claim, scoped per tenant: `<fingerprint>\t<id>[,<id>…]`,
+    /// expiring after `IDEMPOTENCY_TTL_SECS`.
+    pub fn idempotency(&self, tenant: &str, key: &str) -> String {
+        format!("{}:idem:{tenant}:{key}", self.tag)
+    }
+
+    /// STREAM — every status transition. One entry per script call carrying all of
+    /// that call's transitions in field `e` (one line each, see `events.rs`);
+    /// trimmed to about `EVENTS_MAXLEN` entries.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.tag)
+    }
+
+    /// STREAM — wake-ups for idle workers: one tiny entry per enqueue call, capped
+    /// at 100 entries. Idle workers `XREAD BLOCK` on it from the id their last
+    /// empty claim returned, so no push between the two is missed.
+    pub fn wake(&self) -> String {
+        format!("{}:wake", self.tag)
+    }
+
+    /// ZSET — live worker ids scored by their last heartbeat in ms.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.tag)
+    }
+
+    /// STRING — one worker's description (JSON: host, pid, queues, concurrency,
+    /// started_at), expiring three leases after its last heartbeat.
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}:worker:{id}", self.tag)
+    }
+
+    /// HASH — applied schema migrations: `<name>` → SHA-256 of the script.
+    pub fn migrations(&self) -> String {
+        format!("{}:migrations", self.tag)
+    }
+
+    /// STRING — the schema version (number of the last applied migration).
+    pub fn schema_version(&self) -> String {
+        format!("{}:schema_version", self.tag)
+    }
+
+    /// STRING — lock held (SET NX PX) while one process applies migrations.
+    pub fn migrations_lock(&self) -> String {
+        format!("{}:migrations:lock", self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_deployment_hash_tag() {
+        let k = Keys::new("jobs");
+        for key in [
+            k.job("1"),
+            k.ready("q"),
+            k.scheduled("q"),
+            k.retry("q"),
+            k.running("q"),
+            k.failed("q"),
+            k.queues(),
+            k.tenants(),
+            k.tenant_jobs("t"),
+            k.idempotency("t", "k"),
+            k.events(),
+            k.wake(),
+            k.workers(),
+            k.worker("w"),
+            k.migrations(),
+            k.schema_version(),
+            k.migrations_lock(),
+        ] {
+            assert!(key.starts_with("{jobs}:"), "{key}");
+        }
+    }
+}

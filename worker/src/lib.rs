@@ -1,0 +1,135 @@
+//! `worker`: runs jobs from Redis through an apalis `Worker` under a `Monitor`.
+//!
+//! The worker's tower stack, outermost first: our backend's ack layer (records
+//! each attempt's outcome), tracing, concurrency limit, panic catching, and a
+//! timeout ceiling; each job's own timeout is applied by the handler.
+//!
+//! Shutdown (SIGTERM/SIGINT): stop claiming at once, let running jobs finish
+//! within `SHUTDOWN_GRACE_SECS`, hand back whatever is still held, exit 0.
+
+pub mod config;
+mod handler;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use apalis::prelude::*;
+use secrecy::ExposeSecret;
+use shared::backend::{BackendHandle, BackendSettings, RedisBackend};
+use shared::jobs::{Mailer, MailerConfig, Registry, Services};
+use shared::keys::Keys;
+use shared::store::{WorkerInfo, connect_with_retry};
+use tokio::sync::watch;
+
+use crate::config::WorkerConfig;
+use crate::handler::{App, run_job};
+
+/// Longest any job may run, whatever its own timeout says.
+pub const TIMEOUT_CEILING: Duration = Duration::from_secs(24 * 3600);
+
+/// Applies pending migrations and exits.
+pub async fn migrate(config: &WorkerConfig) -> anyhow::Result<()> {
+    let mut conn = connect_with_retry(&config.redis.redis_url, Some(Duration::from_secs(5))).await?;
+    let keys = Keys::new(&config.redis.redis_prefix);
+    let applied = shared::migrate::run(&mut conn, &keys).await?;
+    tracing::info!(?applied, version = shared::migrate::latest(), "schema up to date");
+    Ok(())
+}
+
+/// A unique id per process start: host, pid and a random suffix, so a restart
+/// never collides with its previous life.
+pub fn worker_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[random.len() - 8..])
+}
+
+/// Works until `shutdown` resolves, then drains and returns.
+pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let url = &config.redis.redis_url;
+    let keys = Keys::new(&config.redis.redis_prefix);
+    let mut conn = connect_with_retry(url, Some(Duration::from_secs(5))).await?;
+    shared::migrate::run(&mut conn, &keys).await.context("cannot bring the Redis schema up to date")?;
+    // The idle wait blocks for up to a second; give it room before timing out.
+    let blocking = connect_with_retry(url, Some(Duration::from_secs(5))).await?;
+
+    let worker = WorkerInfo {
+        id: worker_id(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        pid: std::process::id(),
+        queues: config.queue_list(),
+        concurrency: config.concurrency as usize,
+        started_at: chrono::Utc::now(),
+        last_heartbeat: None,
+    };
+    let settings = BackendSettings {
+        worker: worker.clone(),
+        lease: config.lease(),
+        claim_batch: config.claim_batch(),
+        ack_batch: 500,
+        ack_delay: Duration::from_millis(1),
+        store: config.retention.store_config(&config.redis.redis_prefix),
+    };
+    let mailer = Mailer::new(&MailerConfig {
+        smtp_url: config.smtp_url.expose_secret().to_owned(),
+        from: config.mail_from.clone(),
+        timeout: Duration::from_secs(30),
+    })
+    .context("SMTP_URL is not a valid SMTP URL")?;
+    let app = Arc::new(App {
+        registry: Registry::standard(config.demo.demo_jobs),
+        services: Arc::new(Services { mailer: Some(mailer) }),
+    });
+    tracing::info!(worker.id = %worker.id, queues = ?worker.queues, concurrency = config.concurrency, "worker starting");
+
+    let handles: Arc<Mutex<Vec<BackendHandle>>> = Arc::default();
+    let concurrency = config.concurrency as usize;
+    let factory_handles = handles.clone();
+    let monitor = Monitor::new().register(move |restarts| {
+        let (backend, handle) = RedisBackend::new(conn.clone(), blocking.clone(), settings.clone());
+        factory_handles.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+        WorkerBuilder::new(format!("{}#{restarts}", settings.worker.id))
+            .backend(backend)
+            .data(app.clone())
+            .timeout(TIMEOUT_CEILING)
+            .enable_tracing()
+            .concurrency(concurrency)
+            .catch_panic()
+            .build(run_job)
+    });
+
+    let (stopping_tx, mut stopping) = watch::channel(false);
+    let signal_handles = handles.clone();
+    let signal = async move {
+        shutdown.await;
+        for handle in signal_handles.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            handle.stop();
+        }
+        stopping_tx.send_replace(true);
+        Ok(())
+    };
+    let grace = config.shutdown_grace();
+    let deadline = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = monitor.run_with_signal(signal) => {
+            if let Err(err) = result {
+                tracing::error!(error = %err, "worker stopped with an error");
+            }
+        }
+        () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace ran out; handing back unfinished jobs"),
+    }
+    let handles: Vec<BackendHandle> = handles.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for handle in handles {
+        let released = handle.finish(Duration::from_secs(10)).await;
+        if released > 0 {
+            tracing::info!(released, "handed unfinished jobs back to their queues");
+        }
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The HTTP contract: validation errors and their codes, idempotency, batches,
+//! reads, listing, cancel and retry — against a real Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::System;
+
+#[tokio::test]
+async fn a_job_is_accepted_with_its_record_and_location() {
+    let system = System::start().await;
+    let (status, record, headers) = system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = record["id"].as_str().unwrap();
+    assert_eq!(headers["location"], format!("/v1/jobs/{id}").as_str());
+    assert_eq!(record["status"], "queued");
+    assert_eq!(record["tenant"], "default");
+    assert_eq!(record["queue"], "default");
+    assert_eq!(record["max_attempts"], 5);
+    let stored = system.job(id).await;
+    assert_eq!(stored["status"], "queued");
+    assert_eq!(stored["type"], "noop");
+    for field in ["created_at", "scheduled_at", "started_at", "finished_at", "last_error", "result", "payload", "attempts"] {
+        assert!(stored.get(field).is_some(), "record lacks {field}: {stored}");
+    }
+}
+
+async fn raw_post(system: &System, body: &str, content_type: Option<&str>) -> (StatusCode, Value) {
+    let mut request = system.http.post(system.url("/v1/jobs")).body(body.to_owned());
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.contains("json"), "error bodies are JSON, got {content_type}");
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_status_and_a_json_code_naming_the_field() {
+    let system = System::start().await;
+    let json = Some("application/json");
+
+    let (status, body) = raw_post(&system, "{not json", json).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed_json")));
+
+    let (status, body) = raw_post(&system, r#"{"type": "teleport"}"#, json).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_type")));
+
+    let (status, body) = raw_post(&system, r#"{"payload": {}}"#, json).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["message"].as_str().unwrap().contains("type"), "{body}");
+
+    let (status, body) = raw_post(&system, r#"{"type": "sleep", "payload": {"ms": "long"}}"#, json).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payload.ms")));
+
+    let bad_mail = r#"{"type": "email.send", "payload": {"to": ["a@example.com", "nope"], "subject": "s", "text": "t"}}"#;
+    let (status, body) = raw_post(&system, bad_mail, json).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payload.to[1]")));
+
+    let (status, body) = raw_post(&system, r#"{"type": "noop", "max_attempts": 0}"#, json).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("max_attempts")));
+
+    let (status, body) = raw_post(&system, r#"{"type": "noop", "delay_ms": 5, "run_at": "2030-01-01T00:00:00Z"}"#, json).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("run_at")));
+
+    let (status, body) = raw_post(&system, r#"{"type": "noop", "colour": "red"}"#, json).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let (status, body) = raw_post(&system, r#"{"type": "noop"}"#, Some("text/plain")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type")));
+
+    let (status, body) = system.get("/v1/jobs/00000000-0000-0000-0000-000000000000").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+
+    let (status, body) = system.get("/v1/jobs?status=done").await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")));
+
+    // None of the rejected requests stored anything.
+    let (_, list) = system.get("/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413() {
+    let system = System::start_with(|config| config.max_body_bytes = 4096).await;
+    let big = json!({"type": "sleep", "payload": {"ms": 1, "padding": "x".repeat(10_000)}}).to_string();
+    let (status, body) = raw_post(&system, &big, Some("application/json")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_and_body_replays_the_same_job() {
+    let system = System::start().await;
+    let body = json!({"type": "sleep", "payload": {"ms": 1}});
+    let key = [("idempotency-key", "\"order-42\"")];
+    let (first, record, headers) = system.post("/v1/jobs", &body, &key).await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    assert!(headers.get("idempotent-replayed").is_none());
+
+    // Same body with its keys in another order: still a replay.
+    let reordered = json!({"payload": {"ms": 1}, "type": "sleep"});
+    let (again, replay, headers) = system.post("/v1/jobs", &reordered, &key).await;
+    assert_eq!(again, StatusCode::ACCEPTED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replay["id"], record["id"]);
+
+    let (reused, err, _) = system.post("/v1/jobs", &json!({"type": "sleep", "payload": {"ms": 2}}), &key).await;
+    assert_eq!((reused, err["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")));
+
+    let (_, list) = system.get("/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_identical_requests_create_exactly_one_job() {
+    let system = System::start().await;
+    let body = json!({"type": "noop"});
+    let requests = (0..50).map(|_| system.post("/v1/jobs", &body, &[("idempotency-key", "burst-1")]));
+    let responses = futures::future::join_all(requests).await;
+    let mut ids: Vec<&str> = responses
+        .iter()
+        .map(|(status, record, _)| {
+            assert_eq!(*status, StatusCode::ACCEPTED, "{record}");
+            record["id"].as_str().unwrap()
+        })
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "all 50 got the same id");
+    let replays = responses.iter().filter(|(_, _, h)| h.get("idempotent-replayed").is_some()).count();
+    assert_eq!(replays, 49);
+    let (_, list) = system.get("/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_is_enqueued_in_order_or_not_at_all() {
+    let system = System::start().await;
+    let jobs: Vec<Value> = (0..20).map(|ms| json!({"type": "sleep", "payload": {"ms": ms}})).collect();
+    let (status, body, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let ids = body["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 20);
+    for (ms, id) in ids.iter().enumerate() {
+        assert_eq!(system.job(id.as_str().unwrap()).await["payload"]["ms"], ms);
+    }
+
+    let mut bad = jobs.clone();
+    bad[7] = json!({"type": "sleep", "payload": {"ms": -1}});
+    let (status, body, _) = system.post("/v1/jobs/batch", &json!({"jobs": bad}), &[]).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("jobs[7].payload.ms")));
+
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"type": "noop"})).collect();
+    let (status, body, _) = system.post("/v1/jobs/batch", &json!({"jobs": too_many}), &[]).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("jobs")));
+
+    let (_, list) = system.get("/v1/jobs?limit=500").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 20, "rejected batches stored nothing");
+}
+
+#[tokio::test]
+async fn a_batch_with_an_idempotency_key_replays_its_ids() {
+    let system = System::start().await;
+    let body = json!({"jobs": [{"type": "noop"}, {"type": "noop"}]});
+    let key = [("idempotency-key", "batch-7")];
+    let (_, first, _) = system.post("/v1/jobs/batch", &body, &key).await;
+    let (status, second, headers) = system.post("/v1/jobs/batch", &body, &key).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(first["ids"], second["ids"]);
+}
+
+#[tokio::test]
+async fn listing_filters_and_pages_newest_first() {
+    let system = System::start().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let kind = if i % 2 == 0 { "noop" } else { "sleep" };
+        let payload = if kind == "noop" { json!({}) } else { json!({"ms": 1}) };
+        ids.push(system.submit(json!({"type": kind, "payload": payload, "queue": format!("q{}", i % 3)})).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/v1/jobs?limit=3&cursor={c}"),
+            None => "/v1/jobs?limit=3".into(),
+        };
+        let (status, page) = system.get(&path).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first, "every job exactly once, newest first");
+
+    let (_, sleeps) = system.get("/v1/jobs?type=sleep").await;
+    assert_eq!(sleeps["jobs"].as_array().unwrap().len(), 3);
+    let (_, q1) = system.get("/v1/jobs?queue=q1").await;
+    assert_eq!(q1["jobs"].as_array().unwrap().len(), 2);
+    let (_, queued) = system.get("/v1/jobs?status=queued&type=noop").await;
+    assert_eq!(queued["jobs"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn cancel_and_retry_follow_the_status_rules() {
+    let system = System::start().await;
+    let id = system.submit(json!({"type": "noop", "delay_ms": 60_000})).await;
+    assert_eq!(system.job(&id).await["status"], "scheduled");
+
+    let (status, record, _) = system.post(&format!("/v1/jobs/{id}/cancel"), &json!({}), &[]).await;
+    assert_eq!((status, record["status"].as_str()), (StatusCode::OK, Some("cancelled")));
+    let (status, body, _) = system.post(&format!("/v1/jobs/{id}/cancel"), &json!({}), &[]).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_state")));
+
+    let (status, record, _) = system.post(&format!("/v1/jobs/{id}/retry"), &json!({}), &[]).await;
+    assert_eq!((status, record["status"].as_str()), (StatusCode::OK, Some("queued")));
+    let (status, _, _) = system.post(&format!("/v1/jobs/{id}/retry"), &json!({}), &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a queued job cannot be retried");
+
+    let worker = system.spawn_worker();
+    system.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
+    let (status, _, _) = system.post(&format!("/v1/jobs/{id}/cancel"), &json!({}), &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a succeeded job cannot be cancelled");
+    let statuses: Vec<Value> = system.history(&id).await.iter().map(|e| e["status"].clone()).collect();
+    assert_eq!(statuses, ["scheduled", "cancelled", "queued", "running", "succeeded"].map(Value::from));
+
+    let missing = "00000000-0000-0000-0000-000000000000";
+    let (status, _, _) = system.post(&format!("/v1/jobs/{missing}/retry"), &json!({}), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_queued_job_cancelled_before_a_worker_starts_never_runs() {
+    let system = System::start().await;
+    let cancelled = system.submit(json!({"type": "noop"})).await;
+    let kept = system.submit(json!({"type": "noop"})).await;
+    let (status, _, _) = system.post(&format!("/v1/jobs/{cancelled}/cancel"), &json!({}), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let worker = system.spawn_worker();
+    system.wait_for_status(&kept, "succeeded", Duration::from_secs(10)).await;
+    let record = system.job(&cancelled).await;
+    assert_eq!((record["status"].as_str(), record["attempts"].as_u64()), (Some("cancelled"), Some(0)));
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn queues_report_counts_and_live_workers() {
+    let system = System::start().await;
+    system.submit(json!({"type": "noop", "queue": "reports"})).await;
+    system.submit(json!({"type": "noop", "queue": "reports", "delay_ms": 60_000})).await;
+    let (status, body) = system.get("/v1/queues").await;
+    assert_eq!(status, StatusCode::OK);
+    let reports = body["queues"].as_array().unwrap().iter().find(|q| q["name"] == "reports").cloned().unwrap();
+    assert_eq!((reports["queued"].as_u64(), reports["scheduled"].as_u64()), (Some(1), Some(1)));
+
+    let worker = system.spawn_worker_with(|c| c.queues = vec!["other".into()]);
+    let workers = support::eventually(Duration::from_secs(5), "a worker heartbeat", || async {
+        let (_, body) = system.get("/v1/queues").await;
+        body["workers"].as_array().filter(|w| !w.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(workers[0]["queues"], json!(["other"]));
+    assert_eq!(workers[0]["concurrency"], 8);
+    assert!(workers[0]["last_heartbeat"].is_string());
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_and_readiness_are_open() {
+    let system = System::start().await;
+    assert_eq!(system.get("/healthz").await.0, StatusCode::OK);
+    let (status, body) = system.get("/readyz").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+}

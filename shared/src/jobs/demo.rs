@@ -19,8 +19,9 @@ impl JobType for Noop {
     }
 }
 
-/// `sleep` — waits `ms` milliseconds (up to one hour), then succeeds.
-/// With `panic: true` it panics instead, to exercise panic handling.
+/// `sleep` — waits `ms` milliseconds (up to one hour), then succeeds. It stops
+/// early when its cancellation is requested. With `panic: true` it panics
+/// instead of succeeding, to exercise panic handling.
 #[derive(Debug, Deserialize, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {
@@ -34,8 +35,14 @@ pub struct Sleep {
 impl JobType for Sleep {
     const NAME: &'static str = "sleep";
 
-    async fn run(self, _ctx: JobContext) -> Result<serde_json::Value, JobError> {
-        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+    async fn run(self, ctx: JobContext) -> Result<serde_json::Value, JobError> {
+        let until = tokio::time::Instant::now() + Duration::from_millis(self.ms);
+        while tokio::time::Instant::now() < until {
+            if ctx.is_cancelled() {
+                return Err(JobError::Permanent("cancelled while sleeping".into()));
+            }
+            tokio::time::sleep_until(until.min(tokio::time::Instant::now() + Duration::from_millis(50))).await;
+        }
         if self.panic {
             panic!("sleep job asked to panic after {} ms", self.ms);
         }

@@ -40,8 +40,9 @@ for i = 0, n - 1 do
       redis.call('ZADD', tag .. ':q:' .. queue .. ':retry', due, id)
       retried = true
     else
+      -- A job whose cancellation was requested while it ran ends cancelled, not failed.
       status = 'failed'
-      if kind == 'retry' and f[4] == '1' then status = 'cancelled' end
+      if f[4] == '1' then status = 'cancelled' end
       redis.call('HSET', key, 'status', status, 'finished_at', now, 'last_error', text,
         'hist_n', h, 'h:' .. h, history_line(status, attempt, now, text))
       if status == 'failed' then

@@ -1,0 +1,182 @@
+//! Worker semantics: scheduling, retries with backoff, attempt limits, permanent
+//! failures, timeouts, panics, cancellation of running jobs, idle pickup.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::System;
+
+fn at(value: &Value) -> DateTime<Utc> {
+    value.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a timestamp: {value}"))
+}
+
+fn statuses(history: &[Value]) -> Vec<String> {
+    history.iter().map(|e| e["status"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn scheduled_jobs_run_on_time() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let run_at = Utc::now() + chrono::Duration::milliseconds(1500);
+    let by_time = system.submit(json!({"type": "noop", "run_at": run_at.to_rfc3339()})).await;
+    let by_delay = system.submit(json!({"type": "noop", "delay_ms": 1200})).await;
+    assert_eq!(system.job(&by_time).await["status"], "scheduled");
+
+    for id in [&by_time, &by_delay] {
+        let record = system.wait_for_status(id, "succeeded", Duration::from_secs(10)).await;
+        let due = at(&record["scheduled_at"]);
+        let started = at(&record["started_at"]);
+        let lateness = started - due;
+        assert!(lateness >= chrono::Duration::zero(), "started {lateness} early");
+        assert!(lateness <= chrono::Duration::seconds(1), "started {lateness} late");
+    }
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_stop_exactly_at_max_attempts() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let default_budget =
+        system.submit(json!({"type": "fail", "payload": {"times": 100}, "backoff_base_ms": 10, "backoff_cap_ms": 20})).await;
+    let three = system
+        .submit(json!({"type": "fail", "payload": {"times": 100}, "max_attempts": 3, "backoff_base_ms": 10, "backoff_cap_ms": 20}))
+        .await;
+    let recovers = system
+        .submit(json!({"type": "fail", "payload": {"times": 2}, "max_attempts": 3, "backoff_base_ms": 10, "backoff_cap_ms": 20}))
+        .await;
+
+    let record = system.wait_for_status(&default_budget, "failed", Duration::from_secs(15)).await;
+    assert_eq!(record["attempts"], 5, "the default budget is 5 attempts");
+    let runs = statuses(&system.history(&default_budget).await).iter().filter(|s| *s == "running").count();
+    assert_eq!(runs, 5);
+
+    let record = system.wait_for_status(&three, "failed", Duration::from_secs(15)).await;
+    assert_eq!(record["attempts"], 3);
+    assert!(record["last_error"].as_str().unwrap().contains("failing on purpose"));
+    assert_eq!(
+        statuses(&system.history(&three).await),
+        ["queued", "running", "retrying", "queued", "running", "retrying", "queued", "running", "failed"]
+    );
+
+    let record = system.wait_for_status(&recovers, "succeeded", Duration::from_secs(15)).await;
+    assert_eq!((record["attempts"].as_u64(), record["result"]["succeeded_on_attempt"].as_u64()), (Some(3), Some(3)));
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_delays_stay_within_the_backoff_bounds() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    // base 300 ms, cap 600 ms: the wait after attempt 1 is in [0, 300] ms, after attempt 2 in [0, 600] ms.
+    let body = json!({"type": "fail", "payload": {"times": 2}, "backoff_base_ms": 300, "backoff_cap_ms": 600});
+    let (_, batch, _) = system.post("/v1/jobs/batch", &json!({"jobs": vec![body; 12]}), &[]).await;
+    let ids: Vec<String> = batch["ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect();
+
+    let mut waits = Vec::new();
+    for id in &ids {
+        system.wait_for_status(id, "succeeded", Duration::from_secs(15)).await;
+        let history = system.history(id).await;
+        for pair in history.windows(2) {
+            if pair[0]["status"] == "retrying" {
+                let failed_attempt = pair[0]["attempt"].as_u64().unwrap();
+                let wait = (at(&pair[1]["at"]) - at(&pair[0]["at"])).num_milliseconds();
+                let ceiling = if failed_attempt == 1 { 300 } else { 600 };
+                // The idle worker promotes due jobs within its claim loop; allow 150 ms for that.
+                assert!((0..=ceiling + 150).contains(&wait), "waited {wait} ms after attempt {failed_attempt}");
+                waits.push(wait);
+            }
+        }
+    }
+    assert_eq!(waits.len(), 24);
+    // Full jitter spreads retries: they neither all fire at once nor all wait the maximum.
+    assert!(waits.iter().any(|w| *w >= 100), "some retries waited: {waits:?}");
+    assert!(waits.iter().any(|w| *w < 250), "some retries came early: {waits:?}");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_not_retried() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let id = system.submit(json!({"type": "fail", "payload": {"times": 1, "permanent": true}})).await;
+    let record = system.wait_for_status(&id, "failed", Duration::from_secs(10)).await;
+    assert_eq!(record["attempts"], 1);
+    assert_eq!(statuses(&system.history(&id).await), ["queued", "running", "failed"]);
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_timeout_counts_as_a_failed_attempt() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let id = system
+        .submit(json!({"type": "sleep", "payload": {"ms": 10_000}, "timeout_ms": 200, "max_attempts": 2, "backoff_base_ms": 10, "backoff_cap_ms": 10}))
+        .await;
+    let record = system.wait_for_status(&id, "failed", Duration::from_secs(10)).await;
+    assert_eq!(record["attempts"], 2);
+    assert_eq!(record["last_error"], "timed out after 200 ms");
+    let started = at(&record["started_at"]);
+    let finished = at(&record["finished_at"]);
+    assert!(finished - started < chrono::Duration::seconds(2), "the handler was stopped at its timeout");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panic_counts_as_a_failed_attempt_and_the_worker_carries_on() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let id = system
+        .submit(json!({"type": "sleep", "payload": {"ms": 1, "panic": true}, "max_attempts": 2, "backoff_base_ms": 10, "backoff_cap_ms": 10}))
+        .await;
+    let record = system.wait_for_status(&id, "failed", Duration::from_secs(10)).await;
+    assert_eq!(record["attempts"], 2);
+    let error = record["last_error"].as_str().unwrap();
+    assert!(error.starts_with("panicked") && error.contains("asked to panic"), "{error}");
+    let after = system.submit(json!({"type": "noop"})).await;
+    system.wait_for_status(&after, "succeeded", Duration::from_secs(10)).await;
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_flags_it_and_it_is_not_retried() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let id = system.submit(json!({"type": "sleep", "payload": {"ms": 20_000}, "max_attempts": 3})).await;
+    system.wait_for_status(&id, "running", Duration::from_secs(10)).await;
+    let (status, record, _) = system.post(&format!("/v1/jobs/{id}/cancel"), &json!({}), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!((record["status"].as_str(), record["cancel_requested"].as_bool()), (Some("running"), Some(true)));
+    // The handler sees the flag at its next heartbeat and stops.
+    let record = system.wait_for_status(&id, "cancelled", Duration::from_secs(10)).await;
+    assert_eq!(record["attempts"], 1);
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_worker_starts_a_new_job_within_50_ms() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    // Let the worker settle into its idle wait.
+    let warmup = system.submit(json!({"type": "noop"})).await;
+    system.wait_for_status(&warmup, "succeeded", Duration::from_secs(10)).await;
+
+    let mut pickups = Vec::new();
+    for round in 0..40u64 {
+        // Vary the idle gap so submissions land at every phase of the worker's wait.
+        tokio::time::sleep(Duration::from_millis(10 + (round * 37) % 200)).await;
+        let id = system.submit(json!({"type": "noop"})).await;
+        let record = system.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
+        // Both times come from the Redis clock.
+        pickups.push((at(&record["started_at"]) - at(&record["created_at"])).num_milliseconds());
+    }
+    pickups.sort_unstable();
+    let p99 = pickups[(pickups.len() * 99).div_ceil(100) - 1];
+    assert!(p99 < 50, "idle pickup p99 {p99} ms: {pickups:?}");
+    worker.shutdown().await.unwrap();
+}

@@ -40,6 +40,7 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
     let mut conn = connect_with_retry(&config.redis.redis_url, Some(REDIS_TIMEOUT)).await?;
     let keys = Keys::new(&config.redis.redis_prefix);
     shared::migrate::run(&mut conn, &keys).await.context("cannot bring the Redis schema up to date")?;
+    shared::scripts::preload(&mut conn).await.context("cannot load the Lua scripts")?;
     let state = AppState {
         store: JobStore::new(conn, config.retention.store_config(&config.redis.redis_prefix)),
         registry: Registry::standard(config.demo.demo_jobs),
@@ -58,6 +59,10 @@ pub async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

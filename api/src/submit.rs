@@ -65,9 +65,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 /// A hash of what was asked, so a replayed key can be told from a reused one.
 /// `serde_json` maps are sorted, so key order and whitespace do not matter.
 pub fn fingerprint(route: &str, body: &[u8]) -> String {
-    let canonical = serde_json::from_slice::<serde_json::Value>(body)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
+    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
     hex::encode(Sha256::new().chain_update(route).chain_update([0]).chain_update(canonical).finalize())
 }
 
@@ -86,7 +84,9 @@ pub fn idempotency_key(raw: &str) -> Result<String, ApiError> {
 }
 
 fn valid_queue(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Validates one request into a job; `at` prefixes field names (`jobs[3].`).
@@ -157,7 +157,9 @@ mod tests {
     fn a_valid_request_takes_its_type_defaults() {
         let job = check(serde_json::json!({"type": "noop"})).unwrap();
         assert_eq!((job.queue.as_str(), job.max_attempts, job.run_at_ms), ("default", 5, 0));
-        let mail = check(serde_json::json!({"type": "email.send", "payload": {"to": "a@b.co", "subject": "s", "text": "t"}})).unwrap();
+        let mail =
+            check(serde_json::json!({"type": "email.send", "payload": {"to": "a@b.co", "subject": "s", "text": "t"}}))
+                .unwrap();
         assert_eq!(mail.queue, "email");
     }
 

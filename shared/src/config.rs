@@ -22,11 +22,7 @@ fn parse_prefix(value: &str) -> Result<String, String> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(value.to_owned())
-    } else {
-        Err("use 1-64 characters from [A-Za-z0-9._-]".into())
-    }
+    if ok { Ok(value.to_owned()) } else { Err("use 1-64 characters from [A-Za-z0-9._-]".into()) }
 }
 
 /// How long data is kept.

@@ -28,10 +28,7 @@ pub struct JobEvent {
 
 /// Splits one stream entry (`e` field) into its events.
 pub fn parse_entry(entry_id: &str, body: &str) -> Vec<JobEvent> {
-    body.lines()
-        .enumerate()
-        .filter_map(|(index, line)| parse_line(&format!("{entry_id}:{index}"), line))
-        .collect()
+    body.lines().enumerate().filter_map(|(index, line)| parse_line(&format!("{entry_id}:{index}"), line)).collect()
 }
 
 fn parse_line(id: &str, line: &str) -> Option<JobEvent> {

@@ -26,15 +26,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
-        Self::Queued,
-        Self::Scheduled,
-        Self::Running,
-        Self::Retrying,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Cancelled,
-    ];
+    pub const ALL: [JobStatus; 7] =
+        [Self::Queued, Self::Scheduled, Self::Running, Self::Retrying, Self::Succeeded, Self::Failed, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,10 +56,7 @@ impl FromStr for JobStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown status `{s}`"))
+        Self::ALL.into_iter().find(|status| status.as_str() == s).ok_or_else(|| format!("unknown status `{s}`"))
     }
 }
 
@@ -146,10 +136,7 @@ impl JobRecord {
     /// The history entries (`h:1`, `h:2`, …) of a record hash, oldest first.
     pub fn history_from_hash(fields: &HashMap<String, String>) -> Vec<HistoryEntry> {
         let count: usize = fields.get("hist_n").and_then(|n| n.parse().ok()).unwrap_or(0);
-        (1..=count)
-            .filter_map(|n| fields.get(&format!("h:{n}")))
-            .filter_map(|line| parse_history(line))
-            .collect()
+        (1..=count).filter_map(|n| fields.get(&format!("h:{n}"))).filter_map(|line| parse_history(line)).collect()
     }
 }
 

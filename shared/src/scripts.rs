@@ -10,11 +10,7 @@ use redis::Script;
 macro_rules! script {
     ($file:literal) => {
         LazyLock::new(|| {
-            Script::new(concat!(
-                include_str!("scripts/lib.lua"),
-                "\n",
-                include_str!(concat!("scripts/", $file))
-            ))
+            Script::new(concat!(include_str!("scripts/lib.lua"), "\n", include_str!(concat!("scripts/", $file))))
         })
     };
 }
@@ -35,3 +31,13 @@ pub static RELEASE: LazyLock<Script> = script!("release.lua");
 pub static CANCEL: LazyLock<Script> = script!("cancel.lua");
 /// Queues a failed or cancelled job again with a fresh attempt budget.
 pub static RETRY: LazyLock<Script> = script!("retry.lua");
+
+/// Loads every script into Redis's script cache, so the first calls after start-up
+/// cost one round trip like every other (a call after a Redis restart reloads
+/// its script by itself).
+pub async fn preload(conn: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+    for script in [&ENQUEUE, &CLAIM, &ACK, &HEARTBEAT, &REAP, &RELEASE, &CANCEL, &RETRY] {
+        script.load_async(conn).await?;
+    }
+    Ok(())
+}

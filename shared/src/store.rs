@@ -193,7 +193,11 @@ impl JobStore {
     }
 
     /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them.
-    pub async fn enqueue(&self, jobs: &[NewJob], idempotency: Option<&IdempotencyClaim>) -> StoreResult<EnqueueOutcome> {
+    pub async fn enqueue(
+        &self,
+        jobs: &[NewJob],
+        idempotency: Option<&IdempotencyClaim>,
+    ) -> StoreResult<EnqueueOutcome> {
         let mut call = scripts::ENQUEUE.key(self.keys.events());
         call.arg(self.keys.tag()).arg(self.config.events_maxlen);
         match idempotency {
@@ -220,9 +224,9 @@ impl JobStore {
         let tag = string_at(&reply, 0)?;
         match tag.as_str() {
             "created" => Ok(EnqueueOutcome::Created { at_ms: int_at(&reply, 1)? }),
-            "replay" => Ok(EnqueueOutcome::Replayed {
-                ids: string_at(&reply, 1)?.split(',').map(str::to_owned).collect(),
-            }),
+            "replay" => {
+                Ok(EnqueueOutcome::Replayed { ids: string_at(&reply, 1)?.split(',').map(str::to_owned).collect() })
+            }
             "mismatch" => Ok(EnqueueOutcome::KeyReused),
             other => Err(StoreError::Corrupt(format!("enqueue replied {other}"))),
         }
@@ -240,7 +244,13 @@ impl JobStore {
     }
 
     /// A page of `tenant`'s jobs, newest first. The cursor is opaque to clients.
-    pub async fn list(&self, tenant: &str, filter: &ListFilter, limit: usize, cursor: Option<&str>) -> StoreResult<JobPage> {
+    pub async fn list(
+        &self,
+        tenant: &str,
+        filter: &ListFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<JobPage> {
         let index = self.keys.tenant_jobs(tenant);
         let mut conn = self.conn.clone();
         let mut position = cursor.and_then(Cursor::parse);
@@ -430,10 +440,7 @@ fn int_at(reply: &[redis::Value], index: usize) -> StoreResult<i64> {
 }
 
 fn status_at(reply: &[String]) -> StoreResult<JobStatus> {
-    reply
-        .get(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| StoreError::Corrupt("script reply lacks a status".into()))
+    reply.get(1).and_then(|s| s.parse().ok()).ok_or_else(|| StoreError::Corrupt("script reply lacks a status".into()))
 }
 
 #[cfg(test)]

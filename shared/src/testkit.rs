@@ -30,8 +30,5 @@ use std::net::TcpListener;
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0")
         .unwrap_or_else(|e| panic!("testkit: cannot bind 127.0.0.1:0 to find a free port: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("testkit: bound socket has no local address: {e}"))
-        .port()
+    listener.local_addr().unwrap_or_else(|e| panic!("testkit: bound socket has no local address: {e}")).port()
 }

@@ -15,7 +15,8 @@ pub struct App {
 }
 
 pub async fn run_job(job: ClaimedJob, app: Data<Arc<App>>) -> Result<serde_json::Value, JobError> {
-    let span = tracing::info_span!("job", job.id = %job.id, job.type = %job.kind, attempt = job.attempt, queue = %job.queue);
+    let span =
+        tracing::info_span!("job", job.id = %job.id, job.type = %job.kind, attempt = job.attempt, queue = %job.queue);
     async move {
         let ctx = JobContext {
             id: job.id.clone(),

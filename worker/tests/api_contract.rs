@@ -23,7 +23,9 @@ async fn a_job_is_accepted_with_its_record_and_location() {
     let stored = system.job(id).await;
     assert_eq!(stored["status"], "queued");
     assert_eq!(stored["type"], "noop");
-    for field in ["created_at", "scheduled_at", "started_at", "finished_at", "last_error", "result", "payload", "attempts"] {
+    for field in
+        ["created_at", "scheduled_at", "started_at", "finished_at", "last_error", "result", "payload", "attempts"]
+    {
         assert!(stored.get(field).is_some(), "record lacks {field}: {stored}");
     }
 }
@@ -58,14 +60,16 @@ async fn bad_requests_get_a_status_and_a_json_code_naming_the_field() {
     let (status, body) = raw_post(&system, r#"{"type": "sleep", "payload": {"ms": "long"}}"#, json).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payload.ms")));
 
-    let bad_mail = r#"{"type": "email.send", "payload": {"to": ["a@example.com", "nope"], "subject": "s", "text": "t"}}"#;
+    let bad_mail =
+        r#"{"type": "email.send", "payload": {"to": ["a@example.com", "nope"], "subject": "s", "text": "t"}}"#;
     let (status, body) = raw_post(&system, bad_mail, json).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payload.to[1]")));
 
     let (status, body) = raw_post(&system, r#"{"type": "noop", "max_attempts": 0}"#, json).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("max_attempts")));
 
-    let (status, body) = raw_post(&system, r#"{"type": "noop", "delay_ms": 5, "run_at": "2030-01-01T00:00:00Z"}"#, json).await;
+    let (status, body) =
+        raw_post(&system, r#"{"type": "noop", "delay_ms": 5, "run_at": "2030-01-01T00:00:00Z"}"#, json).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("run_at")));
 
     let (status, body) = raw_post(&system, r#"{"type": "noop", "colour": "red"}"#, json).await;

@@ -42,8 +42,9 @@ async fn scheduled_jobs_run_on_time() {
 async fn retries_stop_exactly_at_max_attempts() {
     let system = System::start().await;
     let worker = system.spawn_worker();
-    let default_budget =
-        system.submit(json!({"type": "fail", "payload": {"times": 100}, "backoff_base_ms": 10, "backoff_cap_ms": 20})).await;
+    let default_budget = system
+        .submit(json!({"type": "fail", "payload": {"times": 100}, "backoff_base_ms": 10, "backoff_cap_ms": 20}))
+        .await;
     let three = system
         .submit(json!({"type": "fail", "payload": {"times": 100}, "max_attempts": 3, "backoff_base_ms": 10, "backoff_cap_ms": 20}))
         .await;

@@ -42,10 +42,8 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                    let path = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or(request.uri().path(), MatchedPath::as_str);
+                    let path =
+                        request.extensions().get::<MatchedPath>().map_or(request.uri().path(), MatchedPath::as_str);
                     let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
                     tracing::info_span!("request", method = %request.method(), path, request_id = id)
                 }))

@@ -117,10 +117,7 @@ where
 
 fn outcome<T: serde::Serialize>(attempt: Attempt, result: &Result<T, BoxDynError>) -> Outcome {
     let (kind, text) = match result {
-        Ok(value) => (
-            OutcomeKind::Succeeded,
-            serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
-        ),
+        Ok(value) => (OutcomeKind::Succeeded, serde_json::to_string(value).unwrap_or_else(|_| "null".into())),
         Err(err) => classify(err.as_ref()),
     };
     let retry_delay = if kind == OutcomeKind::Retry && attempt.attempt < attempt.max_attempts {

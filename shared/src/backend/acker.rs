@@ -146,10 +146,7 @@ async fn beat(inner: &Inner) -> Result<(), StoreError> {
         inner.leases().iter().map(|(id, lease)| (id.clone(), lease.clone())).collect();
     let info = serde_json::to_string(&inner.settings.worker).unwrap_or_default();
     let mut call = scripts::HEARTBEAT.key(inner.keys.workers());
-    call.arg(inner.keys.tag())
-        .arg(&inner.settings.worker.id)
-        .arg(inner.settings.lease.as_millis() as u64)
-        .arg(info);
+    call.arg(inner.keys.tag()).arg(&inner.settings.worker.id).arg(inner.settings.lease.as_millis() as u64).arg(info);
     for (id, lease) in &held {
         call.arg(id).arg(&lease.queue).arg(lease.attempt);
     }

@@ -16,7 +16,10 @@ const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
 enum Claim {
     Jobs(Vec<ClaimedJob>),
     /// Nothing ready: wait on the wake stream after `wake_id`, at most `due_in`.
-    Empty { wake_id: String, due_in: Option<Duration> },
+    Empty {
+        wake_id: String,
+        due_in: Option<Duration>,
+    },
 }
 
 /// Claims the next batch, waiting as long as it takes. Returns empty only when
@@ -102,10 +105,7 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
     let tag = reply.first().map(text).transpose()?.unwrap_or_default();
     if tag == "E" {
         let wake_id = reply.get(1).map(text).transpose()?.unwrap_or_else(|| "0-0".into());
-        let due: i64 = reply
-            .get(2)
-            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-            .unwrap_or(-1);
+        let due: i64 = reply.get(2).and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok()).unwrap_or(-1);
         let due_in = (due >= 0).then(|| Duration::from_millis(due as u64));
         return Ok(Claim::Empty { wake_id, due_in });
     }

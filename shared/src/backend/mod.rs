@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
@@ -202,12 +202,8 @@ impl BackendHandle {
         if self.ack_tx.send(AckMsg::Close(tx)).is_ok() {
             let _ = tokio::time::timeout(patience, rx).await;
         }
-        let held: Vec<(String, String, u32)> = self
-            .inner
-            .leases()
-            .iter()
-            .map(|(id, lease)| (id.clone(), lease.queue.clone(), lease.attempt))
-            .collect();
+        let held: Vec<(String, String, u32)> =
+            self.inner.leases().iter().map(|(id, lease)| (id.clone(), lease.queue.clone(), lease.attempt)).collect();
         self.inner.release(&held, patience).await
     }
 }
@@ -224,7 +220,11 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// `conn` serves scripts; `blocking` is used only for the idle wait.
-    pub fn new(conn: ConnectionManager, blocking: ConnectionManager, settings: BackendSettings) -> (Self, BackendHandle) {
+    pub fn new(
+        conn: ConnectionManager,
+        blocking: ConnectionManager,
+        settings: BackendSettings,
+    ) -> (Self, BackendHandle) {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             keys: Keys::new(&settings.store.prefix),
@@ -235,14 +235,8 @@ impl RedisBackend {
             stop: watch::Sender::new(false),
         });
         let handle = BackendHandle { inner: inner.clone(), ack_tx: ack_tx.clone() };
-        let backend = Self {
-            inner,
-            buffer: VecDeque::new(),
-            fetching: None,
-            ack_tx,
-            ack_rx: Some(ack_rx),
-            closing: None,
-        };
+        let backend =
+            Self { inner, buffer: VecDeque::new(), fetching: None, ack_tx, ack_rx: Some(ack_rx), closing: None };
         (backend, handle)
     }
 }
@@ -259,7 +253,11 @@ impl Backend for RedisBackend {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Option<Result<Self::Task, StoreError>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, StoreError>>> {
         loop {
             if let Some(job) = self.buffer.pop_front() {
                 let task = TaskBuilder::new(job.clone())

@@ -47,10 +47,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 }
 
 fn valid_address(value: &str, _: &()) -> garde::Result {
-    value
-        .parse::<Address>()
-        .map(|_| ())
-        .map_err(|err| garde::Error::new(format!("not a valid email address: {err}")))
+    value.parse::<Address>().map(|_| ()).map_err(|err| garde::Error::new(format!("not a valid email address: {err}")))
 }
 
 /// Masks an address for logs: `j***@example.com`.
@@ -82,9 +79,8 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(config: &MailerConfig) -> Result<Self, SmtpError> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp_url)?
-            .timeout(Some(config.timeout))
-            .build();
+        let transport =
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp_url)?.timeout(Some(config.timeout)).build();
         Ok(Self { transport, from: config.from.clone() })
     }
 
@@ -154,8 +150,8 @@ mod tests {
     use garde::Validate;
 
     fn payload(to: serde_json::Value) -> Result<EmailSend, String> {
-        let job: EmailSend =
-            serde_json::from_value(serde_json::json!({"to": to, "subject": "s", "text": "t"})).map_err(|e| e.to_string())?;
+        let job: EmailSend = serde_json::from_value(serde_json::json!({"to": to, "subject": "s", "text": "t"}))
+            .map_err(|e| e.to_string())?;
         job.validate().map_err(|e| e.to_string())?;
         Ok(job)
     }

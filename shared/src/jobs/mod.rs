@@ -45,12 +45,7 @@ pub struct JobDefaults {
 impl Default for JobDefaults {
     /// Queue `default`, 5 attempts, 5 min timeout, backoff base 1 s cap 10 min.
     fn default() -> Self {
-        Self {
-            queue: "default",
-            max_attempts: 5,
-            timeout: Duration::from_secs(300),
-            backoff: Backoff::default(),
-        }
+        Self { queue: "default", max_attempts: 5, timeout: Duration::from_secs(300), backoff: Backoff::default() }
     }
 }
 
@@ -124,9 +119,8 @@ impl<T: JobType> ErasedJob for Erased<T> {
     fn validate(&self, payload: &serde_json::Value) -> Result<(), PayloadError> {
         let job: T = decode(payload)?;
         job.validate().map_err(|report| {
-            let (path, error) = report.iter().next().map_or((String::new(), String::new()), |(p, e)| {
-                (p.to_string(), e.to_string())
-            });
+            let (path, error) =
+                report.iter().next().map_or((String::new(), String::new()), |(p, e)| (p.to_string(), e.to_string()));
             PayloadError {
                 field: if path.is_empty() { "payload".into() } else { format!("payload.{path}") },
                 message: error,
@@ -155,11 +149,7 @@ impl Registry {
     /// The shipped types: `email.send`, plus `noop`, `sleep` and `fail` when `demo` is on.
     pub fn standard(demo: bool) -> Self {
         let registry = Self::default().register::<EmailSend>();
-        if demo {
-            registry.register::<Noop>().register::<Sleep>().register::<Fail>()
-        } else {
-            registry
-        }
+        if demo { registry.register::<Noop>().register::<Sleep>().register::<Fail>() } else { registry }
     }
 
     pub fn register<T: JobType>(mut self) -> Self {
@@ -183,7 +173,12 @@ impl Registry {
     }
 
     /// Runs one attempt of a job.
-    pub fn run(&self, name: &str, payload: &str, ctx: JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
+    pub fn run(
+        &self,
+        name: &str,
+        payload: &str,
+        ctx: JobContext,
+    ) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
         match self.types.get(name) {
             Some(job) => job.run(payload, ctx),
             None => {

@@ -74,9 +74,7 @@ impl RedisServer {
                 Err(e) => fail(e),
             }
         }
-        panic!(
-            "testkit: redis-server exited during start-up {START_ATTEMPTS} times; last: {last_exit}"
-        )
+        panic!("testkit: redis-server exited during start-up {START_ATTEMPTS} times; last: {last_exit}")
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -177,10 +175,7 @@ fn spawn_ready(port: u16, dir: &Path) -> Result<Child, SpawnError> {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                return Err(SpawnError::Exited(format!(
-                    "exited ({status}) on port {port}; {}",
-                    log_tail(dir)
-                )));
+                return Err(SpawnError::Exited(format!("exited ({status}) on port {port}; {}", log_tail(dir))));
             }
             Ok(None) => {}
             Err(e) => return Err(SpawnError::Fatal(format!("cannot poll the child: {e}"))),

@@ -118,18 +118,13 @@ impl SmtpServer {
     /// # Panics
     /// If no port can be bound or the serving thread cannot be spawned.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("testkit: cannot bind the SMTP server: {e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("testkit: SMTP listener has no address: {e}"))
-            .port();
+        let listener =
+            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("testkit: cannot bind the SMTP server: {e}"));
+        let port =
+            listener.local_addr().unwrap_or_else(|e| panic!("testkit: SMTP listener has no address: {e}")).port();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut server = Server::new(Recorder { shared: Arc::clone(&shared), open: None });
-        server
-            .with_name("testkit.invalid")
-            .with_num_threads(SESSION_THREADS)
-            .with_tcp_listener(listener);
+        server.with_name("testkit.invalid").with_num_threads(SESSION_THREADS).with_tcp_listener(listener);
         thread::Builder::new()
             .name(format!("testkit-smtp-{port}"))
             .spawn(move || {
@@ -208,9 +203,7 @@ impl Handler for Recorder {
         match shared.mode {
             SmtpMode::Accept | SmtpMode::TempFailTimes(0) => response::OK,
             SmtpMode::TempFail => temp_fail(),
-            SmtpMode::PermFail => {
-                Response::custom(550, "5.1.1 Mailbox unavailable (testkit)".into())
-            }
+            SmtpMode::PermFail => Response::custom(550, "5.1.1 Mailbox unavailable (testkit)".into()),
             SmtpMode::TempFailTimes(n) => {
                 shared.mode = SmtpMode::TempFailTimes(n - 1);
                 temp_fail()
@@ -253,11 +246,7 @@ mod tests {
     use super::*;
 
     fn mail(data: &str) -> ReceivedMail {
-        ReceivedMail {
-            from: "a@example.com".into(),
-            to: vec!["b@example.com".into()],
-            data: data.into(),
-        }
+        ReceivedMail { from: "a@example.com".into(), to: vec!["b@example.com".into()], data: data.into() }
     }
 
     fn message(subject: &str) -> Message {
@@ -281,8 +270,7 @@ mod tests {
     #[tokio::test]
     async fn a_sent_message_is_recorded_with_its_envelope_and_headers() {
         let smtp = SmtpServer::start();
-        let transport =
-            AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.url()).expect("url").build();
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.url()).expect("url").build();
         transport.send(message("Hi there")).await.expect("send");
 
         let received = smtp.wait_for_messages(1, Duration::from_secs(5)).await;
@@ -296,8 +284,7 @@ mod tests {
     #[tokio::test]
     async fn failure_modes_answer_rcpt_with_451_or_550() {
         let smtp = SmtpServer::start();
-        let transport =
-            AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.url()).expect("url").build();
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.url()).expect("url").build();
 
         smtp.set_mode(SmtpMode::TempFailTimes(1));
         let first = transport.send(message("one")).await.expect_err("first RCPT gets 451");

@@ -184,7 +184,12 @@ impl System {
     }
 
     /// POSTs JSON; returns status, body (JSON or Null) and headers.
-    pub async fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
         let mut request = self.http.post(self.url(path)).json(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -236,7 +241,8 @@ impl System {
 
     /// `INFO commandstats` as command → calls.
     pub async fn command_calls(&self) -> std::collections::HashMap<String, u64> {
-        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut self.redis_conn().await).await.expect("info");
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut self.redis_conn().await).await.expect("info");
         info.lines()
             .filter_map(|line| {
                 let rest = line.strip_prefix("cmdstat_")?;

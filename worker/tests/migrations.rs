@@ -1,0 +1,130 @@
+//! Schema migrations against a real `redis-server`: concurrent starts apply each
+//! migration once, a second run is a no-op, and a schema that is newer than the
+//! binary or a migration edited after it was applied stops every process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use shared::error::{StoreError, StoreResult};
+use shared::keys::Keys;
+use shared::migrate::{self, MIGRATIONS};
+use shared::testkit::RedisServer;
+use tokio::sync::Barrier;
+
+const PREFIX: &str = "migrations-test";
+
+async fn connect(redis: &RedisServer) -> ConnectionManager {
+    shared::store::connect(&redis.url(), Some(Duration::from_secs(5))).await.expect("redis connects")
+}
+
+/// `{prefix}:migrations`: migration name → recorded checksum.
+async fn recorded(conn: &mut ConnectionManager, keys: &Keys) -> HashMap<String, String> {
+    conn.hgetall(keys.migrations()).await.expect("hgetall")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_runs_apply_each_migration_exactly_once() {
+    let redis = RedisServer::start();
+    let keys = Keys::new(PREFIX);
+    // One connection per "process", all connected before any starts, so the
+    // eight runs race for the lock rather than queue behind each other's connect.
+    let start = Arc::new(Barrier::new(8));
+    let mut runs = Vec::new();
+    for _ in 0..8 {
+        let (mut conn, keys, start) = (connect(&redis).await, keys.clone(), start.clone());
+        runs.push(tokio::spawn(async move {
+            start.wait().await;
+            migrate::run(&mut conn, &keys).await
+        }));
+    }
+    let mut applied: Vec<&str> = Vec::new();
+    for run in runs {
+        applied.extend(run.await.expect("run task").expect("run succeeds"));
+    }
+    applied.sort_unstable();
+    let all: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+    assert_eq!(applied, all, "each migration reported applied by exactly one run");
+
+    let mut conn = connect(&redis).await;
+    assert_eq!(migrate::current(&mut conn, &keys).await.expect("current"), migrate::latest());
+    let recorded = recorded(&mut conn, &keys).await;
+    assert_eq!(recorded.len(), MIGRATIONS.len(), "{recorded:?}");
+    for migration in MIGRATIONS {
+        let sum =
+            recorded.get(migration.name).unwrap_or_else(|| panic!("{} not recorded: {recorded:?}", migration.name));
+        assert!(sum.len() == 64 && sum.chars().all(|c| c.is_ascii_hexdigit()), "{}: {sum}", migration.name);
+    }
+    migrate::check(&mut conn, &keys).await.expect("schema is at the latest version");
+    // 0001_init's own write happened, not just its record.
+    let default_queue: bool = conn.sismember(keys.queues(), "default").await.expect("sismember");
+    assert!(default_queue);
+    let lock: Option<String> = conn.get(keys.migrations_lock()).await.expect("get lock");
+    assert_eq!(lock, None, "the lock is released");
+}
+
+#[tokio::test]
+async fn running_migrations_again_applies_nothing_and_changes_nothing() {
+    let redis = RedisServer::start();
+    let keys = Keys::new(PREFIX);
+    let mut conn = connect(&redis).await;
+    assert_eq!(migrate::run(&mut conn, &keys).await.expect("first run").len(), MIGRATIONS.len());
+    let before = recorded(&mut conn, &keys).await;
+
+    let again = migrate::run(&mut conn, &keys).await.expect("second run");
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(recorded(&mut conn, &keys).await, before);
+    assert_eq!(migrate::current(&mut conn, &keys).await.expect("current"), migrate::latest());
+}
+
+/// Whether `result` is the refusal of a schema at version `found`.
+fn too_new<T>(result: &StoreResult<T>, found: u32) -> bool {
+    matches!(result, Err(StoreError::SchemaTooNew { found: f, known }) if *f == found && *known == migrate::latest())
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_stops_migrate_check_the_api_and_the_worker() {
+    let redis = RedisServer::start();
+    let keys = Keys::new(PREFIX);
+    let mut conn = connect(&redis).await;
+    let newer = migrate::latest() + 1;
+    let _: () = conn.set(keys.schema_version(), newer).await.expect("set version");
+
+    let run = migrate::run(&mut conn, &keys).await;
+    assert!(too_new(&run, newer), "{run:?}");
+    let check = migrate::check(&mut conn, &keys).await;
+    assert!(too_new(&check, newer), "{check:?}");
+    assert_eq!(migrate::current(&mut conn, &keys).await.expect("current"), newer, "the newer schema is left alone");
+    assert!(recorded(&mut conn, &keys).await.is_empty(), "no migration ran");
+
+    let mut api_config = api::config::ApiConfig::defaults();
+    api_config.redis.redis_url = redis.url();
+    api_config.redis.redis_prefix = PREFIX.into();
+    let err = api::build(&api_config).await.expect_err("the api refuses to build");
+    assert!(format!("{err:#}").contains("newer"), "{err:#}");
+
+    let mut worker_config = worker::config::WorkerConfig::defaults();
+    worker_config.redis.redis_url = redis.url();
+    worker_config.redis.redis_prefix = PREFIX.into();
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), worker::run(worker_config, std::future::pending()))
+        .await
+        .expect("the worker returns instead of starting");
+    let err = outcome.expect_err("the worker refuses to start");
+    assert!(format!("{err:#}").contains("newer"), "{err:#}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_migration_edited_after_it_was_applied_is_refused() {
+    let redis = RedisServer::start();
+    let keys = Keys::new(PREFIX);
+    let mut conn = connect(&redis).await;
+    migrate::run(&mut conn, &keys).await.expect("first run");
+    let _: () = conn.hset(keys.migrations(), "0001_init", "0".repeat(64)).await.expect("hset");
+
+    let run = migrate::run(&mut conn, &keys).await;
+    assert!(matches!(&run, Err(StoreError::MigrationEdited { name }) if name == "0001_init"), "{run:?}");
+}

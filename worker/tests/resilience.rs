@@ -1,0 +1,159 @@
+//! Crashes and outages: kill -9 of a worker mid-job, SIGTERM drains, a job that
+//! kills its worker every time, Redis killed and restarted mid-run.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{System, eventually};
+
+fn statuses(history: &[Value]) -> Vec<String> {
+    history.iter().map(|e| e["status"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_is_killed_completes_on_another_worker_with_attempts_2() {
+    let system = System::start().await;
+    let mut doomed = system.spawn_worker_process(&[]);
+    let id = system.submit(json!({"type": "sleep", "payload": {"ms": 1500}})).await;
+    system.wait_for_status(&id, "running", Duration::from_secs(10)).await;
+    doomed.kill();
+
+    let _rescuer = system.spawn_worker_process(&[]);
+    let record = system.wait_for_status(&id, "succeeded", Duration::from_secs(15)).await;
+    assert_eq!(record["attempts"], 2);
+    let history = system.history(&id).await;
+    assert_eq!(statuses(&history), ["queued", "running", "queued", "running", "succeeded"]);
+    assert!(history[2]["error"].as_str().unwrap().contains("lease expired"));
+}
+
+#[tokio::test]
+async fn sigterm_finishes_running_jobs_hands_back_the_rest_and_exits_0() {
+    let system = System::start().await;
+    // Concurrency 4 but claims of 8: four jobs run, four wait in the worker's buffer.
+    let mut worker = system.spawn_worker_process(&[("CONCURRENCY", "4"), ("CLAIM_BATCH", "8")]);
+    let jobs: Vec<Value> = (0..12).map(|_| json!({"type": "sleep", "payload": {"ms": 1000}})).collect();
+    let (_, batch, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;
+    let ids: Vec<String> = batch["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    eventually(Duration::from_secs(10), "four jobs running", || async {
+        let (_, running) = system.get("/v1/jobs?status=running").await;
+        (running["jobs"].as_array().unwrap().len() == 8).then_some(())
+    })
+    .await;
+
+    let exit = worker.terminate(Duration::from_secs(10)).expect("worker exits within its grace period");
+    assert!(exit.success(), "exit status {exit:?}");
+    let mut finished = 0;
+    let mut handed_back = 0;
+    for id in &ids {
+        let record = system.job(id).await;
+        match record["status"].as_str().unwrap() {
+            "succeeded" => finished += 1,
+            "queued" => {
+                assert_eq!(record["attempts"], 0, "a handed-back job keeps its attempt");
+                handed_back += 1;
+            }
+            other => panic!("job {id} left {other} after the drain: {record}"),
+        }
+    }
+    assert_eq!(finished, 4, "the running jobs finished");
+    assert_eq!(handed_back, 8, "buffered and unclaimed jobs are queued again");
+
+    let _next = system.spawn_worker_process(&[]);
+    for id in &ids {
+        let record = system.wait_for_status(id, "succeeded", Duration::from_secs(15)).await;
+        assert_eq!(record["attempts"], 1, "nothing ran twice");
+    }
+}
+
+#[tokio::test]
+async fn jobs_still_running_when_the_grace_period_ends_are_handed_back() {
+    let system = System::start().await;
+    let mut worker = system.spawn_worker_process(&[("SHUTDOWN_GRACE_SECS", "1")]);
+    let id = system.submit(json!({"type": "sleep", "payload": {"ms": 30_000}})).await;
+    system.wait_for_status(&id, "running", Duration::from_secs(10)).await;
+    let started = std::time::Instant::now();
+    let exit = worker.terminate(Duration::from_secs(10)).expect("worker exits");
+    assert!(exit.success());
+    assert!(started.elapsed() < Duration::from_secs(5), "exited {:?} after SIGTERM", started.elapsed());
+    let record = system.job(&id).await;
+    assert_eq!((record["status"].as_str(), record["attempts"].as_u64()), (Some("queued"), Some(0)));
+}
+
+#[tokio::test]
+async fn a_job_that_kills_its_worker_every_time_ends_failed() {
+    let system = System::start().await;
+    let id = system.submit(json!({"type": "sleep", "payload": {"ms": 60_000}, "max_attempts": 2})).await;
+    for attempt in 1..=2u64 {
+        let mut worker = system.spawn_worker_process(&[]);
+        eventually(Duration::from_secs(15), "the job running again", || async {
+            let record = system.job(&id).await;
+            (record["status"] == "running" && record["attempts"] == attempt).then_some(())
+        })
+        .await;
+        worker.kill();
+    }
+    let _last = system.spawn_worker_process(&[]);
+    let record = system.wait_for_status(&id, "failed", Duration::from_secs(15)).await;
+    assert_eq!(record["attempts"], 2);
+    assert!(record["last_error"].as_str().unwrap().contains("lease expired"));
+}
+
+#[tokio::test]
+async fn redis_killed_mid_run_gives_503s_then_recovers_and_loses_no_accepted_job() {
+    let mut system = System::start().await;
+    let mut worker = system.spawn_worker_process(&[]);
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused = Arc::new(Mutex::new(0usize));
+    let unexpected: Arc<Mutex<Vec<u16>>> = Arc::default();
+
+    let (http, url) = (system.http.clone(), system.url("/v1/jobs"));
+    let submit_round = |n: usize| {
+        let (http, url) = (http.clone(), url.clone());
+        let (accepted, refused, unexpected) = (accepted.clone(), refused.clone(), unexpected.clone());
+        async move {
+            for _ in 0..n {
+                let response = http.post(&url).json(&json!({"type": "sleep", "payload": {"ms": 5}})).send().await;
+                match response {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        let body: Value = r.json().await.unwrap();
+                        accepted.lock().unwrap().push(body["id"].as_str().unwrap().to_owned());
+                    }
+                    Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                        let body: Value = r.json().await.unwrap();
+                        assert_eq!(body["code"], "unavailable");
+                        *refused.lock().unwrap() += 1;
+                    }
+                    Ok(r) => unexpected.lock().unwrap().push(r.status().as_u16()),
+                    Err(err) => panic!("request failed outright: {err}"),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    submit_round(50).await;
+    system.redis.kill();
+    submit_round(20).await;
+    let (ready, _) = system.get("/readyz").await;
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(system.get("/healthz").await.0, StatusCode::OK);
+    system.redis.restart();
+    eventually(Duration::from_secs(20), "the API serving again", || async {
+        (system.get("/readyz").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    submit_round(50).await;
+
+    assert!(unexpected.lock().unwrap().is_empty(), "only 202 or 503: {:?}", unexpected.lock().unwrap());
+    assert!(*refused.lock().unwrap() >= 20, "every request during the outage got a 503");
+    let ids = accepted.lock().unwrap().clone();
+    assert!(ids.len() >= 100, "accepted {}", ids.len());
+    for id in &ids {
+        system.wait_for_status(id, "succeeded", Duration::from_secs(30)).await;
+    }
+    assert!(worker.is_running(), "the worker survived the outage");
+}

@@ -1,13 +1,14 @@
 //! `worker`: runs jobs from Redis through an apalis `Worker` under a `Monitor`.
 //!
 //! The worker's tower stack, outermost first: our backend's ack layer (records
-//! each attempt's outcome), tracing, concurrency limit, panic catching, and a
-//! timeout ceiling; each job's own timeout is applied by the handler.
+//! each attempt's outcome), concurrency limit, a timeout ceiling, tracing, and
+//! panic catching; each job's own timeout is applied by the handler.
 //!
 //! Shutdown (SIGTERM/SIGINT): stop claiming at once, let running jobs finish
 //! within `SHUTDOWN_GRACE_SECS`, hand back whatever is still held, exit 0.
 
 pub mod config;
+pub mod dev;
 mod handler;
 
 use std::future::Future;
@@ -94,9 +95,9 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
         WorkerBuilder::new(format!("{}#{restarts}", settings.worker.id))
             .backend(backend)
             .data(app.clone())
+            .concurrency(concurrency)
             .timeout(TIMEOUT_CEILING)
             .enable_tracing()
-            .concurrency(concurrency)
             .catch_panic()
             .build(run_job)
     });

@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init(cli.config.log.log_format);
     match cli.command {
         Some(Command::Migrate) => worker::migrate(&cli.config).await,
+        Some(Command::Dev) => worker::dev::run(cli.config).await,
         None => worker::run(cli.config, shared::shutdown::signal()).await,
     }
 }

@@ -111,3 +111,24 @@ async fn redis_round_trips_per_job_stay_within_budget() {
     );
     assert!(per_job <= 2.0, "worker round trips per job {per_job}: {stats:?}");
 }
+
+#[tokio::test]
+async fn twenty_thousand_jobs_falling_due_at_once_all_run() {
+    let system = System::start().await;
+    let body = json!({"jobs": vec![json!({"type": "noop", "delay_ms": 500}); 1_000]});
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let (status, reply, _) = system.post("/v1/jobs/batch", &body, &[]).await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+        ids.extend(reply["ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()));
+    }
+    // Start the worker only once every job is due: promotion must cope with all of them at once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let worker = system.spawn_worker_with(|c| c.concurrency = 50);
+    eventually(Duration::from_secs(120), "the due jobs to drain", || async {
+        (queue_totals(&system).await == (0, 0)).then_some(())
+    })
+    .await;
+    assert_eq!(count_status(&system, &ids, "succeeded").await, 20_000);
+    worker.shutdown().await.unwrap();
+}

@@ -157,3 +157,28 @@ async fn redis_killed_mid_run_gives_503s_then_recovers_and_loses_no_accepted_job
     }
     assert!(worker.is_running(), "the worker survived the outage");
 }
+
+#[tokio::test]
+async fn a_hung_redis_gives_a_prompt_503_and_service_resumes_when_it_wakes() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let before = system.submit(json!({"type": "noop"})).await;
+    system.wait_for_status(&before, "succeeded", Duration::from_secs(10)).await;
+
+    let pid = system.redis.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let (status, body, _) = system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await;
+    let waited = started.elapsed();
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")));
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+
+    let after = eventually(Duration::from_secs(15), "the API accepting jobs again", || async {
+        let (status, record, _) = system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await;
+        (status == StatusCode::ACCEPTED).then(|| record["id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    system.wait_for_status(&after, "succeeded", Duration::from_secs(15)).await;
+    worker.shutdown().await.unwrap();
+}

@@ -181,3 +181,39 @@ async fn an_idle_worker_starts_a_new_job_within_50_ms() {
     assert!(p99 < 50, "idle pickup p99 {p99} ms: {pickups:?}");
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn succeeded_records_expire_and_failed_ones_are_kept_longer() {
+    let system = System::start_with(|c| {
+        c.retention.succeeded_ttl_secs = 1;
+        c.retention.failed_ttl_secs = 3600;
+    })
+    .await;
+    let worker = system.spawn_worker_with(|c| {
+        c.retention.succeeded_ttl_secs = 1;
+        c.retention.failed_ttl_secs = 3600;
+    });
+    let ok = system.submit(json!({"type": "noop"})).await;
+    let bad = system.submit(json!({"type": "fail", "payload": {"times": 1, "permanent": true}})).await;
+    system.wait_for_status(&ok, "succeeded", Duration::from_secs(10)).await;
+    system.wait_for_status(&bad, "failed", Duration::from_secs(10)).await;
+
+    let mut conn = system.redis_conn().await;
+    let keys = shared::keys::Keys::new(&system.prefix);
+    let ttl = |key: String| {
+        let mut conn = conn.clone();
+        async move { redis::cmd("TTL").arg(key).query_async::<i64>(&mut conn).await.unwrap() }
+    };
+    assert!((3500..=3600).contains(&ttl(keys.job(&bad)).await), "failed records are kept for FAILED_TTL_SECS");
+    support::eventually(Duration::from_secs(5), "the succeeded record to expire", || async {
+        (system.get(&format!("/v1/jobs/{ok}")).await.0 == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    // Listing drops the expired job from the index.
+    let (_, list) = system.get("/v1/jobs").await;
+    let listed: Vec<&str> = list["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [bad.as_str()]);
+    let indexed: u64 = redis::cmd("ZCARD").arg(keys.tenant_jobs("default")).query_async(&mut conn).await.unwrap();
+    assert_eq!(indexed, 1);
+    worker.shutdown().await.unwrap();
+}

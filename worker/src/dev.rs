@@ -1,0 +1,83 @@
+//! `worker dev`: the whole system in one process, for trying it out locally —
+//! the API on BIND_ADDR and one worker, sharing one shutdown signal. When no
+//! Redis answers at REDIS_URL and `redis-server` is installed, a local one is
+//! started with its append-only file under `./data`, and stopped on exit.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::config::WorkerConfig;
+
+pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    let api_config = api::config::ApiConfig::defaults();
+    let _local_redis = ensure_redis(&config.redis.redis_url).await?;
+    let router = api::build(&api_config).await?;
+    let listener = tokio::net::TcpListener::bind(api_config.bind_addr)
+        .await
+        .with_context(|| format!("cannot listen on BIND_ADDR={}", api_config.bind_addr))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "API listening on http://{addr}  (try: curl -X POST http://{addr}/v1/jobs -H 'content-type: application/json' -d '{{\"type\":\"noop\"}}')"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shared::shutdown::signal().await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (served, worked) =
+        tokio::join!(api::serve(listener, router, stopped(stop_rx.clone())), crate::run(config, stopped(stop_rx)),);
+    served?;
+    worked
+}
+
+/// Checks that Redis answers at `url`; if not, starts a local `redis-server`.
+/// The returned child (if any) is killed when dropped.
+async fn ensure_redis(url: &str) -> anyhow::Result<Option<Child>> {
+    if answers(url).await {
+        return Ok(None);
+    }
+    let info = redis::Client::open(url).context("REDIS_URL is not a Redis URL")?.get_connection_info().clone();
+    let (host, port) = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        other => bail!("no Redis answers at REDIS_URL ({other}) and only a local TCP one can be started"),
+    };
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
+        bail!("no Redis answers at REDIS_URL ({host}:{port})");
+    }
+    let data = Path::new("data");
+    std::fs::create_dir_all(data).context("cannot create ./data for the local Redis")?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("no Redis answers at REDIS_URL and redis-server could not be started (is it installed?)")?;
+    for _ in 0..100 {
+        if answers(url).await {
+            println!("started a local redis-server on 127.0.0.1:{port} (append-only file in ./data)");
+            return Ok(Some(child));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("started redis-server on port {port}, but it did not answer within 10 s")
+}
+
+async fn answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else { return false };
+    let ping = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
+}

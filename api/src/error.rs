@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 404 — no such job (for this tenant).
     #[error("no job with id `{0}`")]
     JobNotFound(String),
+    /// 404 — no such route.
+    #[error("no route {0}")]
+    RouteNotFound(String),
     /// 409 — the job's status does not allow this.
     #[error("the job is {status}; {action} is not possible")]
     InvalidState { status: JobStatus, action: &'static str },
@@ -67,7 +70,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::JobNotFound(_) => StatusCode::NOT_FOUND,
+            Self::JobNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::InvalidState { .. } => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,7 +87,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::JobNotFound(_) => "not_found",
+            Self::JobNotFound(_) | Self::RouteNotFound(_) => "not_found",
             Self::InvalidState { .. } => "invalid_state",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",

@@ -155,8 +155,8 @@ pub async fn retry_job(
 }
 
 /// Unknown `/v1` routes answer in the same JSON shape as every other error.
-pub async fn not_found() -> ApiError {
-    ApiError::BadParameter { field: "path".into(), message: "no such route".into() }
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().to_owned())
 }
 
 fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: u64) -> Result<Bytes, ApiError> {

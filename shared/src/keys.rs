@@ -22,15 +22,41 @@ impl Keys {
         &self.tag
     }
 
-    /// HASH — one job record: `id, tenant, type, queue, status, attempts,
-    /// max_attempts, payload, created_at, scheduled_at, started_at, finished_at,
-    /// last_error, result, timeout_ms, backoff_base_ms, backoff_cap_ms, worker,
-    /// cancel_requested`, plus its status history as fields `h:1`, `h:2`, … (one
-    /// per transition, counted by `hist_n`), so that history costs no extra key
-    /// and expires with the record. No TTL while live; succeeded records expire
-    /// after `SUCCEEDED_TTL_SECS`, failed and cancelled after `FAILED_TTL_SECS`.
-    pub fn job(&self, id: &str) -> String {
-        format!("{}:job:{id}", self.tag)
+    /// HASH — id → the job's fixed part, written once at enqueue:
+    /// `tenant, type, queue, max_attempts, timeout_ms, backoff_base_ms,
+    /// backoff_cap_ms, created_ms, payload`, tab-separated (payload last).
+    /// Jobs live in column hashes rather than a hash per job so that a batch of
+    /// jobs costs one command per column instead of one per job.
+    pub fn spec(&self) -> String {
+        format!("{}:spec", self.tag)
+    }
+
+    /// HASH — id → the job's mutable part: a header line `status, attempts,
+    /// due_ms, cancel (0|1), expires_ms`, then its history, one line per
+    /// transition: `status, attempt, at_ms, error` (all tab-separated). `due_ms` is
+    /// when it was (or will be) due; `expires_ms` is when a finished record is
+    /// deleted (0 while live). Keeping the history in the same value makes a
+    /// transition one read and one write.
+    pub fn state(&self) -> String {
+        format!("{}:state", self.tag)
+    }
+
+    /// HASH — id → the result JSON of a succeeded job (absent when null).
+    pub fn result(&self) -> String {
+        format!("{}:result", self.tag)
+    }
+
+    /// LIST — ids whose retention ends in second `second` (ms / 1,000). The
+    /// reaper sweeps whole past seconds and deletes their records from the
+    /// column hashes, unless a job was retried since. Succeeded records are
+    /// kept `SUCCEEDED_TTL_SECS`, failed and cancelled ones `FAILED_TTL_SECS`.
+    pub fn gc_bucket(&self, second: u64) -> String {
+        format!("{}:gc:{second}", self.tag)
+    }
+
+    /// STRING — the oldest retention second not yet swept.
+    pub fn gc_cursor(&self) -> String {
+        format!("{}:gc:cursor", self.tag)
     }
 
     /// LIST — ids ready to run on `queue`, oldest first (RPUSH / LPOP).
@@ -48,8 +74,9 @@ impl Keys {
         format!("{}:q:{queue}:retry", self.tag)
     }
 
-    /// ZSET — ids running on `queue`, scored by lease expiry in ms. A worker renews the
-    /// leases of its jobs; the reaper takes back any whose lease ran out.
+    /// HASH — ids running on `queue` → lease expiry in ms. A worker renews the
+    /// leases of its jobs; the reaper takes back any whose lease ran out. It holds
+    /// only the jobs in flight, so the reaper scans it whole.
     pub fn running(&self, queue: &str) -> String {
         format!("{}:q:{queue}:running", self.tag)
     }
@@ -130,7 +157,11 @@ mod tests {
     fn every_key_carries_the_deployment_hash_tag() {
         let k = Keys::new("jobs");
         for key in [
-            k.job("1"),
+            k.spec(),
+            k.state(),
+            k.result(),
+            k.gc_bucket(1),
+            k.gc_cursor(),
             k.ready("q"),
             k.scheduled("q"),
             k.retry("q"),

@@ -1,6 +1,5 @@
 //! The job record and status model, as stored in Redis and shown by the API.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -107,36 +106,97 @@ fn parse_history(line: &str) -> Option<HistoryEntry> {
     Some(HistoryEntry { status, attempt, at, error })
 }
 
-impl JobRecord {
-    /// Builds a record from its Redis hash; `None` when the hash is empty or damaged.
-    pub fn from_hash(fields: &HashMap<String, String>) -> Option<Self> {
-        let get = |name: &str| fields.get(name).map(String::as_str);
-        let millis = |name: &str| get(name).and_then(|v| v.parse::<i64>().ok()).map(from_millis);
-        let number = |name: &str| get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+/// A job's fixed part, as stored in the `spec` column (see `keys.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub tenant: String,
+    pub kind: String,
+    pub queue: String,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub created_ms: i64,
+    /// JSON text.
+    pub payload: String,
+}
+
+impl Spec {
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut f = text.splitn(9, '\t');
         Some(Self {
-            id: get("id")?.to_owned(),
-            tenant: get("tenant")?.to_owned(),
-            kind: get("type")?.to_owned(),
-            queue: get("queue")?.to_owned(),
-            status: get("status")?.parse().ok()?,
-            attempts: number("attempts"),
-            max_attempts: number("max_attempts"),
-            payload: serde_json::from_str(get("payload")?).ok()?,
-            created_at: millis("created_at")?,
-            scheduled_at: millis("scheduled_at"),
-            started_at: millis("started_at"),
-            finished_at: millis("finished_at"),
-            last_error: get("last_error").filter(|e| !e.is_empty()).map(str::to_owned),
-            result: get("result").and_then(|r| serde_json::from_str(r).ok()),
-            timeout_ms: number("timeout_ms") as u64,
-            cancel_requested: get("cancel_requested") == Some("1"),
+            tenant: f.next()?.to_owned(),
+            kind: f.next()?.to_owned(),
+            queue: f.next()?.to_owned(),
+            max_attempts: f.next()?.parse().ok()?,
+            timeout_ms: f.next()?.parse().ok()?,
+            backoff_base_ms: f.next()?.parse().ok()?,
+            backoff_cap_ms: f.next()?.parse().ok()?,
+            created_ms: f.next()?.parse().ok()?,
+            payload: f.next()?.to_owned(),
         })
     }
 
-    /// The history entries (`h:1`, `h:2`, …) of a record hash, oldest first.
-    pub fn history_from_hash(fields: &HashMap<String, String>) -> Vec<HistoryEntry> {
-        let count: usize = fields.get("hist_n").and_then(|n| n.parse().ok()).unwrap_or(0);
-        (1..=count).filter_map(|n| fields.get(&format!("h:{n}"))).filter_map(|line| parse_history(line)).collect()
+    /// `tenant \t type \t queue`: the prefix every event line about this job carries.
+    pub fn meta(&self) -> String {
+        format!("{}\t{}\t{}", self.tenant, self.kind, self.queue)
+    }
+}
+
+/// A job's mutable part: the header line of the `state` column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct State {
+    pub status: JobStatus,
+    pub attempts: u32,
+    pub due_ms: i64,
+    pub cancel_requested: bool,
+    /// When a finished record is deleted (0 while live).
+    pub expires_ms: i64,
+}
+
+impl State {
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut f = header.split('\t');
+        Some(Self {
+            status: f.next()?.parse().ok()?,
+            attempts: f.next()?.parse().ok()?,
+            due_ms: f.next()?.parse().ok()?,
+            cancel_requested: f.next()? == "1",
+            expires_ms: f.next()?.parse().ok()?,
+        })
+    }
+}
+
+impl JobRecord {
+    /// Builds a record from its columns; `None` when the record is damaged.
+    /// Start, finish and last error come from the history in the state value.
+    pub fn from_columns(id: &str, spec: &str, state: &str, result: Option<&str>) -> Option<(Self, Vec<HistoryEntry>)> {
+        let spec = Spec::parse(spec)?;
+        let mut lines = state.split('\n');
+        let state = State::parse(lines.next()?)?;
+        let history: Vec<HistoryEntry> = lines.filter_map(parse_history).collect();
+        let started_at = history.iter().rev().find(|e| e.status == JobStatus::Running).map(|e| e.at);
+        let finished_at = history.last().filter(|e| e.status.is_terminal() && state.status.is_terminal()).map(|e| e.at);
+        let last_error = history.iter().rev().find_map(|e| e.error.clone());
+        let record = Self {
+            id: id.to_owned(),
+            tenant: spec.tenant,
+            kind: spec.kind,
+            queue: spec.queue,
+            status: state.status,
+            attempts: state.attempts,
+            max_attempts: spec.max_attempts,
+            payload: serde_json::from_str(&spec.payload).ok()?,
+            created_at: from_millis(spec.created_ms),
+            scheduled_at: Some(from_millis(state.due_ms)),
+            started_at,
+            finished_at,
+            last_error,
+            result: result.and_then(|r| serde_json::from_str(r).ok()),
+            timeout_ms: spec.timeout_ms,
+            cancel_requested: state.cancel_requested,
+        };
+        Some((record, history))
     }
 }
 
@@ -150,6 +210,24 @@ mod tests {
             assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
         }
         assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn a_record_is_assembled_from_its_columns() {
+        let spec = "acme\tnoop\tdefault\t5\t1000\t10\t100\t1700000000000\t{\"a\":\"b\\tc\"}";
+        let state = "succeeded\t2\t1700000000019\t0\t0\n\
+                     queued\t0\t1700000000000\t\nrunning\t1\t1700000000005\t\n\
+                     retrying\t1\t1700000000009\tboom\nqueued\t1\t1700000000020\t\n\
+                     running\t2\t1700000000021\t\nsucceeded\t2\t1700000000030\t";
+        let (record, history) = JobRecord::from_columns("j1", spec, state, Some("42")).unwrap();
+        assert_eq!((record.tenant.as_str(), record.attempts, record.max_attempts), ("acme", 2, 5));
+        assert_eq!(record.payload, serde_json::json!({"a": "b\tc"}));
+        assert_eq!(record.started_at, Some(from_millis(1700000000021)));
+        assert_eq!(record.finished_at, Some(from_millis(1700000000030)));
+        assert_eq!(record.last_error.as_deref(), Some("boom"));
+        assert_eq!(record.result, Some(serde_json::json!(42)));
+        assert_eq!(history.len(), 6);
+        assert!(JobRecord::from_columns("j1", "garbage", "queued\t0\t0\t0\t0", None).is_none());
     }
 
     #[test]

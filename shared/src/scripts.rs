@@ -31,12 +31,14 @@ pub static RELEASE: LazyLock<Script> = script!("release.lua");
 pub static CANCEL: LazyLock<Script> = script!("cancel.lua");
 /// Queues a failed or cancelled job again with a fresh attempt budget.
 pub static RETRY: LazyLock<Script> = script!("retry.lua");
+/// Reads job records with their histories (read-only).
+pub static READ: LazyLock<Script> = script!("read.lua");
 
 /// Loads every script into Redis's script cache, so the first calls after start-up
 /// cost one round trip like every other (a call after a Redis restart reloads
 /// its script by itself).
 pub async fn preload(conn: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
-    for script in [&ENQUEUE, &CLAIM, &ACK, &HEARTBEAT, &REAP, &RELEASE, &CANCEL, &RETRY] {
+    for script in [&ENQUEUE, &CLAIM, &ACK, &HEARTBEAT, &REAP, &RELEASE, &CANCEL, &RETRY, &READ] {
         script.load_async(conn).await?;
     }
     Ok(())

@@ -1,7 +1,6 @@
 //! `JobStore`: the API's side of the Redis data model — enqueue, read, list,
 //! cancel, retry, queue statistics. Every write is one script call.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -171,6 +170,19 @@ pub struct JobStore {
     config: StoreConfig,
 }
 
+/// Groups jobs by a key, keeping first-seen order; jobs whose key is `None` are left out.
+fn group<'a>(jobs: &'a [NewJob], key: impl Fn(&'a NewJob) -> Option<&'a str>) -> Vec<(&'a str, Vec<&'a NewJob>)> {
+    let mut groups: Vec<(&str, Vec<&NewJob>)> = Vec::new();
+    for job in jobs {
+        let Some(name) = key(job) else { continue };
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, members)) => members.push(job),
+            None => groups.push((name, vec![job])),
+        }
+    }
+    groups
+}
+
 /// Most index entries a listing examines per request, so a filter that matches
 /// little cannot make one request scan everything.
 const LIST_SCAN_BUDGET: usize = 2_000;
@@ -193,11 +205,13 @@ impl JobStore {
     }
 
     /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them.
+    /// Every record string is built here, so the script only files them away.
     pub async fn enqueue(
         &self,
         jobs: &[NewJob],
         idempotency: Option<&IdempotencyClaim>,
     ) -> StoreResult<EnqueueOutcome> {
+        let now = chrono::Utc::now().timestamp_millis();
         let mut call = scripts::ENQUEUE.key(self.keys.events());
         call.arg(self.keys.tag()).arg(self.config.events_maxlen);
         match idempotency {
@@ -207,23 +221,60 @@ impl JobStore {
             }
             None => call.arg("").arg(""),
         };
-        call.arg(self.config.idempotency_ttl.as_secs().max(1)).arg(jobs.len());
+        let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+        call.arg(self.config.idempotency_ttl.as_secs().max(1)).arg(ids.join(","));
+        let due = |job: &NewJob| job.run_at_ms.max(now);
+        let status = |job: &NewJob| if job.run_at_ms > now { JobStatus::Scheduled } else { JobStatus::Queued };
+        let events: Vec<String> = jobs
+            .iter()
+            .map(|job| format!("{}\t{}\t{}\t{}\t{}\t0\t{now}\t", job.id, job.tenant, job.kind, job.queue, status(job)))
+            .collect();
+        call.arg(events.join("\n")).arg(jobs.len());
         for job in jobs {
-            call.arg(&job.id)
-                .arg(&job.tenant)
-                .arg(&job.kind)
-                .arg(&job.queue)
-                .arg(&job.payload)
-                .arg(job.max_attempts)
-                .arg(job.timeout_ms)
-                .arg(job.run_at_ms)
-                .arg(job.backoff_base_ms)
-                .arg(job.backoff_cap_ms);
+            call.arg(&job.id).arg(format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{now}\t{}",
+                job.tenant,
+                job.kind,
+                job.queue,
+                job.max_attempts,
+                job.timeout_ms,
+                job.backoff_base_ms,
+                job.backoff_cap_ms,
+                job.payload
+            ));
+        }
+        for job in jobs {
+            let status = status(job);
+            call.arg(&job.id).arg(format!("{status}\t0\t{}\t0\t0\n{status}\t0\t{now}\t", due(job)));
+        }
+        let by_tenant = group(jobs, |job| Some(job.tenant.as_str()));
+        call.arg(by_tenant.len());
+        for (tenant, members) in &by_tenant {
+            call.arg(*tenant).arg(members.len());
+            for job in members {
+                call.arg(now).arg(&job.id);
+            }
+        }
+        let ready = group(jobs, |job| (job.run_at_ms <= now).then_some(job.queue.as_str()));
+        call.arg(ready.len());
+        for (queue, members) in &ready {
+            call.arg(*queue).arg(members.len());
+            for job in members {
+                call.arg(&job.id);
+            }
+        }
+        let scheduled = group(jobs, |job| (job.run_at_ms > now).then_some(job.queue.as_str()));
+        call.arg(scheduled.len());
+        for (queue, members) in &scheduled {
+            call.arg(*queue).arg(members.len());
+            for job in members {
+                call.arg(job.run_at_ms).arg(&job.id);
+            }
         }
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
         let tag = string_at(&reply, 0)?;
         match tag.as_str() {
-            "created" => Ok(EnqueueOutcome::Created { at_ms: int_at(&reply, 1)? }),
+            "created" => Ok(EnqueueOutcome::Created { at_ms: now }),
             "replay" => {
                 Ok(EnqueueOutcome::Replayed { ids: string_at(&reply, 1)?.split(',').map(str::to_owned).collect() })
             }
@@ -234,13 +285,38 @@ impl JobStore {
 
     /// A job of `tenant` with its history; `None` if unknown, expired or another tenant's.
     pub async fn get(&self, tenant: &str, id: &str) -> StoreResult<Option<(JobRecord, Vec<HistoryEntry>)>> {
-        let fields: HashMap<String, String> = self.conn.clone().hgetall(self.keys.job(id)).await?;
-        if fields.get("tenant").map(String::as_str) != Some(tenant) {
-            return Ok(None);
+        Ok(self
+            .records(std::slice::from_ref(&id.to_owned()))
+            .await?
+            .pop()
+            .flatten()
+            .filter(|(r, _)| r.tenant == tenant))
+    }
+
+    /// Reads records with their histories in one round trip; `None` for those gone.
+    async fn records(&self, ids: &[String]) -> StoreResult<Vec<Option<(JobRecord, Vec<HistoryEntry>)>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let record = JobRecord::from_hash(&fields)
-            .ok_or_else(|| StoreError::Corrupt(format!("job {id} has a damaged record")))?;
-        Ok(Some((record, JobRecord::history_from_hash(&fields))))
+        let reply: Vec<Option<String>> = scripts::READ
+            .key(self.keys.spec())
+            .arg(self.keys.tag())
+            .arg(ids)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(reply.chunks(3))
+            .map(|(id, columns)| {
+                let (spec, state) = (columns.first()?.as_deref()?, columns.get(1)?.as_deref()?);
+                let result = columns.get(2).and_then(|r| r.as_deref());
+                let found = JobRecord::from_columns(id, spec, state, result);
+                if found.is_none() {
+                    tracing::error!(job.id = %id, "damaged job record");
+                }
+                found
+            })
+            .collect())
     }
 
     /// A page of `tenant`'s jobs, newest first. The cursor is opaque to clients.
@@ -276,18 +352,15 @@ impl JobStore {
             if fresh.is_empty() {
                 return Ok(JobPage { jobs, next_cursor: None });
             }
-            let mut pipe = redis::pipe();
-            for (id, _) in &fresh {
-                pipe.hgetall(self.keys.job(id));
-            }
-            let records: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            let ids: Vec<String> = fresh.iter().map(|(id, _)| id.clone()).collect();
+            let records = self.records(&ids).await?;
             let mut gone = Vec::new();
-            for ((id, score), fields) in fresh.iter().zip(records) {
+            for ((id, score), found) in fresh.iter().zip(records) {
                 examined += 1;
                 position = Some(Cursor { score: *score, id: id.clone() });
-                match JobRecord::from_hash(&fields) {
+                match found {
                     None => gone.push(id.clone()),
-                    Some(record) if filter.matches(&record) => jobs.push(record),
+                    Some((record, _)) if filter.matches(&record) => jobs.push(record),
                     Some(_) => {}
                 }
                 if jobs.len() == limit {
@@ -306,12 +379,12 @@ impl JobStore {
     /// Cancels a waiting job or flags a running one.
     pub async fn cancel(&self, tenant: &str, id: &str) -> StoreResult<CancelOutcome> {
         let reply: Vec<String> = scripts::CANCEL
-            .key(self.keys.job(id))
+            .key(self.keys.state())
             .arg(self.keys.tag())
             .arg(id)
             .arg(tenant)
             .arg(self.config.events_maxlen)
-            .arg(self.config.failed_ttl.as_secs())
+            .arg(self.config.failed_ttl.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match reply.first().map(String::as_str) {
@@ -325,7 +398,7 @@ impl JobStore {
     /// Queues a failed or cancelled job again with a fresh attempt budget.
     pub async fn retry(&self, tenant: &str, id: &str) -> StoreResult<RetryOutcome> {
         let reply: Vec<String> = scripts::RETRY
-            .key(self.keys.job(id))
+            .key(self.keys.state())
             .arg(self.keys.tag())
             .arg(id)
             .arg(tenant)
@@ -348,7 +421,7 @@ impl JobStore {
         for name in &names {
             pipe.llen(self.keys.ready(name))
                 .zcard(self.keys.scheduled(name))
-                .zcard(self.keys.running(name))
+                .hlen(self.keys.running(name))
                 .zcard(self.keys.retry(name))
                 .zcard(self.keys.failed(name));
         }
@@ -429,13 +502,6 @@ fn string_at(reply: &[redis::Value], index: usize) -> StoreResult<String> {
     reply
         .get(index)
         .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("script reply lacks field {index}")))
-}
-
-fn int_at(reply: &[redis::Value], index: usize) -> StoreResult<i64> {
-    reply
-        .get(index)
-        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
         .ok_or_else(|| StoreError::Corrupt(format!("script reply lacks field {index}")))
 }
 

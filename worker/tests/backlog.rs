@@ -35,12 +35,10 @@ async fn count_status(system: &System, ids: &[String], status: &str) -> usize {
     let keys = shared::keys::Keys::new(&system.prefix);
     let mut matching = 0;
     for chunk in ids.chunks(5_000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.hget(keys.job(id), "status");
-        }
-        let statuses: Vec<Option<String>> = pipe.query_async(&mut conn).await.unwrap();
-        matching += statuses.iter().filter(|s| s.as_deref() == Some(status)).count();
+        let states: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(keys.state()).arg(chunk).query_async(&mut conn).await.unwrap();
+        let prefix = format!("{status}\t");
+        matching += states.iter().filter(|s| s.as_deref().is_some_and(|s| s.starts_with(&prefix))).count();
     }
     matching
 }

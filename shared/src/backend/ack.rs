@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use apalis::layers::catch_panic::PanicError;
 use apalis_core::error::{AbortError, BoxDynError};
@@ -49,6 +50,7 @@ pub struct AckService<S> {
 /// What the acker needs to know about the attempt once it ends.
 struct Attempt {
     id: String,
+    meta: String,
     queue: String,
     attempt: u32,
     max_attempts: u32,
@@ -73,6 +75,7 @@ where
         let job = &task.args;
         let attempt = Attempt {
             id: job.id.clone(),
+            meta: job.meta.clone(),
             queue: job.queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
@@ -116,16 +119,28 @@ where
 }
 
 fn outcome<T: serde::Serialize>(attempt: Attempt, result: &Result<T, BoxDynError>) -> Outcome {
-    let (kind, text) = match result {
+    let (mut kind, text) = match result {
         Ok(value) => (OutcomeKind::Succeeded, serde_json::to_string(value).unwrap_or_else(|_| "null".into())),
         Err(err) => classify(err.as_ref()),
     };
-    let retry_delay = if kind == OutcomeKind::Retry && attempt.attempt < attempt.max_attempts {
-        attempt.backoff.delay(attempt.attempt)
-    } else {
-        Default::default()
-    };
-    Outcome { id: attempt.id, queue: attempt.queue, attempt: attempt.attempt, kind, retry_delay, text }
+    // The worker decides retry-or-fail: it knows the attempt budget.
+    let mut retry_delay = Duration::ZERO;
+    if kind == OutcomeKind::Retry {
+        if attempt.attempt < attempt.max_attempts {
+            retry_delay = attempt.backoff.delay(attempt.attempt);
+        } else {
+            kind = OutcomeKind::Fail;
+        }
+    }
+    Outcome {
+        id: attempt.id,
+        meta: attempt.meta,
+        queue: attempt.queue,
+        attempt: attempt.attempt,
+        kind,
+        retry_delay,
+        text,
+    }
 }
 
 /// Sorts a failed attempt: permanent failures end the job; everything else —

@@ -118,11 +118,12 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
         let mut call = scripts::ACK.key(inner.keys.events());
         call.arg(inner.keys.tag())
             .arg(store.events_maxlen)
-            .arg(store.succeeded_ttl.as_secs().max(1))
-            .arg(store.failed_ttl.as_secs().max(1))
+            .arg(store.succeeded_ttl.as_millis() as u64)
+            .arg(store.failed_ttl.as_millis() as u64)
             .arg(chunk.len());
         for outcome in chunk {
             call.arg(&outcome.id)
+                .arg(&outcome.meta)
                 .arg(&outcome.queue)
                 .arg(outcome.attempt)
                 .arg(outcome.kind.as_str())
@@ -165,20 +166,25 @@ async fn reap_expired(inner: &Inner) -> Result<usize, StoreError> {
     let store = &inner.settings.store;
     let horizon = store.failed_ttl.max(store.succeeded_ttl);
     let mut total = 0;
-    loop {
-        let reaped: usize = scripts::REAP
+    // Bounded: a huge backlog of expired leases or records is worked off over several ticks.
+    for _ in 0..20 {
+        let (reaped, swept, more): (usize, usize, u8) = scripts::REAP
             .key(inner.keys.events())
             .arg(inner.keys.tag())
             .arg(REAP_LIMIT)
             .arg(store.events_maxlen)
-            .arg(store.failed_ttl.as_secs().max(1))
+            .arg(store.failed_ttl.as_millis() as u64)
             .arg(horizon.as_millis() as u64)
             .arg((inner.settings.lease * 3).as_millis() as u64)
             .invoke_async(&mut inner.conn.clone())
             .await?;
         total += reaped;
-        if reaped < REAP_LIMIT {
-            return Ok(total);
+        if swept > 0 {
+            tracing::debug!(swept, "deleted records past their retention");
+        }
+        if reaped < REAP_LIMIT && more == 0 {
+            break;
         }
     }
+    Ok(total)
 }

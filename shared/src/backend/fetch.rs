@@ -8,6 +8,7 @@ use redis::Value;
 use super::{ClaimedJob, Inner, Lease};
 use crate::backoff::Backoff;
 use crate::error::StoreError;
+use crate::model::Spec;
 use crate::scripts;
 
 /// Longest idle wait before claiming again (which also promotes due jobs).
@@ -82,7 +83,6 @@ async fn claim(inner: &Inner) -> Result<Claim, StoreError> {
     let settings = &inner.settings;
     let mut call = scripts::CLAIM.key(inner.keys.wake());
     call.arg(inner.keys.tag())
-        .arg(&settings.worker.id)
         .arg(settings.lease.as_millis() as u64)
         .arg(settings.claim_batch)
         .arg(settings.store.events_maxlen);
@@ -110,22 +110,26 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
         return Ok(Claim::Empty { wake_id, due_in });
     }
     let fields = reply.get(2..).unwrap_or_default();
-    let mut jobs = Vec::with_capacity(fields.len() / 10);
-    for f in fields.chunks_exact(10) {
+    let mut jobs = Vec::with_capacity(fields.len() / 3);
+    for f in fields.chunks_exact(3) {
+        let id = text(&f[0])?;
+        let spec =
+            Spec::parse(&text(&f[2])?).ok_or_else(|| StoreError::Corrupt(format!("job {id} has a damaged spec")))?;
         jobs.push(ClaimedJob {
-            id: text(&f[0])?,
-            tenant: text(&f[1])?,
-            kind: text(&f[2])?,
-            queue: text(&f[3])?,
-            payload: text(&f[4])?,
-            attempt: number(&f[5])? as u32,
-            max_attempts: number(&f[6])? as u32,
-            timeout: Duration::from_millis(number(&f[7])?),
+            attempt: number(&f[1])? as u32,
+            meta: spec.meta(),
+            tenant: spec.tenant,
+            kind: spec.kind,
+            queue: spec.queue,
+            payload: spec.payload,
+            max_attempts: spec.max_attempts,
+            timeout: Duration::from_millis(spec.timeout_ms),
             backoff: Backoff {
-                base: Duration::from_millis(number(&f[8])?),
-                cap: Duration::from_millis(number(&f[9])?),
+                base: Duration::from_millis(spec.backoff_base_ms),
+                cap: Duration::from_millis(spec.backoff_cap_ms),
             },
             cancelled: Default::default(),
+            id,
         });
     }
     Ok(Claim::Jobs(jobs))
@@ -147,7 +151,12 @@ pub(super) fn hold(inner: &Inner, jobs: &[ClaimedJob]) {
     for job in jobs {
         leases.insert(
             job.id.clone(),
-            Lease { queue: job.queue.clone(), attempt: job.attempt, cancelled: job.cancelled.clone() },
+            Lease {
+                meta: job.meta.clone(),
+                queue: job.queue.clone(),
+                attempt: job.attempt,
+                cancelled: job.cancelled.clone(),
+            },
         );
     }
 }
@@ -174,14 +183,16 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_decodes_ten_fields_per_job() {
+    fn a_claim_decodes_id_attempt_and_spec_per_job() {
         let mut reply = bulk(&["J"]);
         reply.push(Value::Int(1));
-        reply.extend(bulk(&["id1", "acme", "noop", "default", "{}"]));
-        reply.extend([5, 7, 1000, 10, 100].map(Value::Int));
+        reply.extend(bulk(&["id1"]));
+        reply.push(Value::Int(5));
+        reply.extend(bulk(&["acme\tnoop\tdefault\t7\t1000\t10\t100\t1700000000000\t{}"]));
         let jobs = parse_claim(&reply).unwrap().jobs();
         assert_eq!(jobs.len(), 1);
         assert_eq!((jobs[0].attempt, jobs[0].max_attempts), (5, 7));
         assert_eq!(jobs[0].timeout, Duration::from_secs(1));
+        assert_eq!(jobs[0].meta, "acme\tnoop\tdefault");
     }
 }

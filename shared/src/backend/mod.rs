@@ -51,6 +51,8 @@ pub struct ClaimedJob {
     pub tenant: String,
     pub kind: String,
     pub queue: String,
+    /// `tenant \t type \t queue`, which the scripts put in this job's events.
+    pub meta: String,
     /// The payload as JSON text.
     pub payload: String,
     /// 1-based number of this attempt.
@@ -80,15 +82,31 @@ pub struct BackendSettings {
 /// A job this process holds a lease on, until its outcome is flushed or it is released.
 #[derive(Debug, Clone)]
 struct Lease {
+    meta: String,
     queue: String,
     attempt: u32,
     cancelled: Arc<AtomicBool>,
+}
+
+/// A held job, as RELEASE takes it.
+struct Held {
+    id: String,
+    meta: String,
+    queue: String,
+    attempt: u32,
+}
+
+impl Held {
+    fn new(id: &str, lease: &Lease) -> Self {
+        Self { id: id.to_owned(), meta: lease.meta.clone(), queue: lease.queue.clone(), attempt: lease.attempt }
+    }
 }
 
 /// The outcome of one attempt, on its way to the ACK script.
 #[derive(Debug, Clone)]
 struct Outcome {
     id: String,
+    meta: String,
     queue: String,
     attempt: u32,
     kind: OutcomeKind,
@@ -142,7 +160,7 @@ impl Inner {
 
     /// Hands jobs back to their queues without counting the attempt; retried
     /// while Redis is away, for at most `patience`.
-    async fn release(&self, jobs: &[(String, String, u32)], patience: Duration) -> usize {
+    async fn release(&self, jobs: &[Held], patience: Duration) -> usize {
         if jobs.is_empty() {
             return 0;
         }
@@ -150,14 +168,14 @@ impl Inner {
         loop {
             let mut call = scripts::RELEASE.key(self.keys.events());
             call.arg(self.keys.tag()).arg(self.settings.store.events_maxlen);
-            for (id, queue, attempt) in jobs {
-                call.arg(id).arg(queue).arg(attempt);
+            for job in jobs {
+                call.arg(&job.id).arg(&job.meta).arg(&job.queue).arg(job.attempt);
             }
             match call.invoke_async::<usize>(&mut self.conn.clone()).await {
                 Ok(released) => {
                     let mut leases = self.leases();
-                    for (id, _, _) in jobs {
-                        leases.remove(id);
+                    for job in jobs {
+                        leases.remove(&job.id);
                     }
                     return released;
                 }
@@ -202,8 +220,7 @@ impl BackendHandle {
         if self.ack_tx.send(AckMsg::Close(tx)).is_ok() {
             let _ = tokio::time::timeout(patience, rx).await;
         }
-        let held: Vec<(String, String, u32)> =
-            self.inner.leases().iter().map(|(id, lease)| (id.clone(), lease.queue.clone(), lease.attempt)).collect();
+        let held: Vec<Held> = self.inner.leases().iter().map(|(id, lease)| Held::new(id, lease)).collect();
         self.inner.release(&held, patience).await
     }
 }
@@ -298,7 +315,10 @@ impl Backend for RedisBackend {
                 if let Some(fetch) = pending {
                     unstarted.extend(fetch.await);
                 }
-                let jobs: Vec<_> = unstarted.into_iter().map(|j| (j.id, j.queue, j.attempt)).collect();
+                let jobs: Vec<Held> = unstarted
+                    .into_iter()
+                    .map(|j| Held { id: j.id, meta: j.meta, queue: j.queue, attempt: j.attempt })
+                    .collect();
                 let released = inner.release(&jobs, Duration::from_secs(5)).await;
                 if released > 0 {
                     tracing::info!(released, "handed unstarted jobs back to their queues");

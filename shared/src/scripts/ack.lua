@@ -2,61 +2,65 @@
 -- longer holds the job (its lease was reaped and the job re-claimed, or it was
 -- released) is ignored: the attempt number is the fencing token.
 -- KEYS[1]  the events stream (routes the call)
--- ARGV[1]  tag   ARGV[2] events maxlen   ARGV[3] succeeded ttl s   ARGV[4] failed ttl s
+-- ARGV[1]  tag   ARGV[2] events maxlen   ARGV[3] succeeded ttl ms   ARGV[4] failed ttl ms
 -- ARGV[5]  count n
--- ARGV[6..] per outcome, 6 fields: id queue attempt kind (ok|retry|fail) retry_delay_ms text
---           (text = the result JSON for ok, the error message otherwise)
+-- ARGV[6..] per outcome, 7 fields: id meta (tenant \t type \t queue) queue attempt
+--           kind retry_delay_ms text
+--   kind: ok (text = result JSON) | retry (attempts remain; text = error)
+--         | fail (no retry: permanent, or the last attempt; text = error)
+-- A job whose cancellation was requested while it ran ends `cancelled` instead
+-- of retrying or failing.
 -- Returns the number of stale outcomes ignored.
-local tag, maxlen, ok_ttl, failed_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local tag, maxlen, ok_ttl, failed_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
 local now = now_ms()
-local lines, stale, retried = {}, 0, false
-local done = {}   -- queue -> ids to drop from the running set
+local w = writer(tag, now)
+local ok_expires, failed_expires = tostring(now + ok_ttl), tostring(now + failed_ttl)
+local stale, retried = 0, false
+local done, done_order = {}, {}   -- queue -> ids leaving the running hash
+
+local ids = {}
+for i = 0, n - 1 do ids[#ids + 1] = ARGV[6 + i * 7] end
+local states = hmget(tag .. ':state', ids)
 
 for i = 0, n - 1 do
-  local b = 6 + i * 6
-  local id, queue, attempt, kind, delay, text =
-    ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
-  local key = tag .. ':job:' .. id
-  local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'cancel_requested',
-    'tenant', 'type', 'hist_n')
-  if f[1] ~= 'running' or tonumber(f[2]) ~= attempt then
+  local b = 6 + i * 7
+  local id, meta, queue, attempt, kind, text =
+    ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4], ARGV[b + 6]
+  local status, attempts, due, cancel, _, history = parse_state(states[i + 1])
+  if status ~= 'running' or attempts ~= attempt then
     stale = stale + 1
   else
-    done[queue] = done[queue] or {}
-    table.insert(done[queue], id)
-    local h = tonumber(f[7]) + 1
-    local status, err = nil, text
+    local leaving = done[queue]
+    if not leaving then
+      leaving = {}
+      done[queue] = leaving
+      done_order[#done_order + 1] = queue
+    end
+    leaving[#leaving + 1] = id
     if kind == 'ok' then
-      status, err = 'succeeded', nil
-      redis.call('HSET', key, 'status', status, 'finished_at', now, 'result', text,
-        'hist_n', h, 'h:' .. h, history_line(status, attempt, now))
-      redis.call('EXPIRE', key, ok_ttl)
-    elseif kind == 'retry' and f[4] ~= '1' and attempt < tonumber(f[3]) then
-      status = 'retrying'
-      local due = now + delay
-      redis.call('HSET', key, 'status', status, 'scheduled_at', due, 'last_error', text,
-        'hist_n', h, 'h:' .. h, history_line(status, attempt, now, text))
-      redis.call('ZADD', tag .. ':q:' .. queue .. ':retry', due, id)
+      if text ~= 'null' then
+        w.result[#w.result + 1] = id
+        w.result[#w.result + 1] = text
+      end
+      transition(w, id, meta, 'succeeded', attempt, due, cancel, ok_expires, history)
+    elseif cancel == '1' then
+      transition(w, id, meta, 'cancelled', attempt, due, cancel, failed_expires, history, text)
+    elseif kind == 'retry' then
+      local at = now + tonumber(ARGV[b + 5])
+      redis.call('ZADD', tag .. ':q:' .. queue .. ':retry', at, id)
+      transition(w, id, meta, 'retrying', attempt, at, cancel, 0, history, text)
       retried = true
     else
-      -- A job whose cancellation was requested while it ran ends cancelled, not failed.
-      status = 'failed'
-      if f[4] == '1' then status = 'cancelled' end
-      redis.call('HSET', key, 'status', status, 'finished_at', now, 'last_error', text,
-        'hist_n', h, 'h:' .. h, history_line(status, attempt, now, text))
-      if status == 'failed' then
-        redis.call('ZADD', tag .. ':q:' .. queue .. ':failed', now, id)
-      end
-      redis.call('EXPIRE', key, failed_ttl)
+      redis.call('ZADD', tag .. ':q:' .. queue .. ':failed', now, id)
+      transition(w, id, meta, 'failed', attempt, due, cancel, failed_expires, history, text)
     end
-    lines[#lines + 1] = event_line(id, f[5], f[6], queue, status, attempt, now, err)
   end
 end
 
-for queue, ids in pairs(done) do
-  chunked('ZREM', tag .. ':q:' .. queue .. ':running', ids)
+flush(w, maxlen)
+for _, queue in ipairs(done_order) do
+  chunked('HDEL', tag .. ':q:' .. queue .. ':running', done[queue])
 end
-emit(tag, maxlen, lines)
 if retried then wake(tag) end
 return stale

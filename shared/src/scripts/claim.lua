@@ -1,74 +1,71 @@
 -- CLAIM: leases up to `limit` ready jobs to one worker, first moving due scheduled
--- and retrying jobs onto their ready lists (bounded per call).
+-- and retrying jobs onto their ready lists (at most 1,000 per list per call).
 -- KEYS[1]  the wake stream (routes the call)
--- ARGV[1]  tag   ARGV[2] worker id   ARGV[3] lease ms   ARGV[4] limit
--- ARGV[5]  events maxlen   ARGV[6..] queue names (none = every known queue)
--- Returns {'J', n, <10 fields per job: id tenant type queue payload attempt
---          max_attempts timeout_ms backoff_base_ms backoff_cap_ms>…}
+-- ARGV[1]  tag   ARGV[2] lease ms   ARGV[3] limit   ARGV[4] events maxlen
+-- ARGV[5..] queue names (none = every known queue)
+-- Returns {'J', n, <3 fields per job: id attempt spec>…}
 --      or {'E', last_wake_id, ms_until_next_due (-1 = nothing scheduled)}
-local tag, worker, lease, limit, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local tag, lease, limit, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local queues = {}
-for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
 if #queues == 0 then queues = redis.call('SMEMBERS', tag .. ':queues') end
 
 local now = now_ms()
-local lines, out = {}, {}
+local w = writer(tag, now)
+local out = {'J', 0}
 local claimed = 0
 
+-- Moves due jobs of one zset to the ready list (status queued).
 local function promote(queue, zkey)
   local due = redis.call('ZRANGEBYSCORE', zkey, '-inf', now, 'LIMIT', 0, 1000)
-  if #due == 0 then return end
-  local moved = {}
-  for _, id in ipairs(due) do
-    local key = tag .. ':job:' .. id
-    local f = redis.call('HMGET', key, 'status', 'tenant', 'type', 'attempts', 'hist_n')
-    if f[1] == 'scheduled' or f[1] == 'retrying' then
-      local h = tonumber(f[5]) + 1
-      redis.call('HSET', key, 'status', 'queued', 'hist_n', h, 'h:' .. h, history_line('queued', f[4], now))
-      lines[#lines + 1] = event_line(id, f[2], f[3], queue, 'queued', f[4], now)
-      moved[#moved + 1] = id
+  if #due == 0 then return false end
+  local states = hmget(tag .. ':state', due)
+  local specs = hmget(tag .. ':spec', due)
+  for i, id in ipairs(due) do
+    local status, attempts, _, cancel, _, history = parse_state(states[i])
+    if (status == 'scheduled' or status == 'retrying') and specs[i] then
+      transition(w, id, spec_meta(specs[i]), 'queued', attempts, w.now, cancel, 0, history)
+      push(w, tag .. ':q:' .. queue .. ':ready', id)
     end
   end
   chunked('ZREM', zkey, due)
-  if #moved > 0 then chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', moved) end
+  return true
 end
 
 for _, queue in ipairs(queues) do
   if claimed >= limit then break end
   local q = tag .. ':q:' .. queue
-  promote(queue, q .. ':scheduled')
-  promote(queue, q .. ':retry')
+  local promoted = promote(queue, q .. ':scheduled')
+  promoted = promote(queue, q .. ':retry') or promoted
+  if promoted then flush(w, maxlen) end
   local ids = redis.call('LPOP', q .. ':ready', limit - claimed)
   if ids then
+    local states = hmget(tag .. ':state', ids)
+    local specs = hmget(tag .. ':spec', ids)
     local leases = {}
-    for _, id in ipairs(ids) do
-      local key = tag .. ':job:' .. id
-      local f = redis.call('HMGET', key, 'status', 'tenant', 'type', 'payload', 'attempts',
-        'max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_cap_ms', 'hist_n')
-      -- A cancelled or expired record may still sit in the list: skip it.
-      if f[1] == 'queued' then
-        local attempt = tonumber(f[5]) + 1
-        local h = tonumber(f[10]) + 1
-        redis.call('HSET', key, 'status', 'running', 'attempts', attempt, 'started_at', now,
-          'worker', worker, 'hist_n', h, 'h:' .. h, history_line('running', attempt, now))
-        leases[#leases + 1] = now + lease
+    local expiry = now + lease
+    for i, id in ipairs(ids) do
+      local status, attempts, due, cancel, _, history = parse_state(states[i])
+      -- A cancelled job may still sit in the list, and an expired one is gone: skip both.
+      if status == 'queued' and specs[i] then
+        local attempt = attempts + 1
+        transition(w, id, spec_meta(specs[i]), 'running', attempt, due, cancel, 0, history)
         leases[#leases + 1] = id
-        lines[#lines + 1] = event_line(id, f[2], f[3], queue, 'running', attempt, now)
-        local o = #out
-        out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, f[2], f[3], queue, f[4]
-        out[o + 6], out[o + 7], out[o + 8], out[o + 9], out[o + 10] = attempt, f[6], f[7], f[8], f[9]
+        leases[#leases + 1] = expiry
+        out[#out + 1] = id
+        out[#out + 1] = attempt
+        out[#out + 1] = specs[i]
         claimed = claimed + 1
       end
     end
-    if #leases > 0 then chunked('ZADD', q .. ':running', leases, 2) end
+    if #leases > 0 then chunked('HSET', q .. ':running', leases, 2) end
   end
 end
 
-emit(tag, maxlen, lines)
+flush(w, maxlen)
 if claimed > 0 then
-  local reply = {'J', claimed}
-  for i = 1, #out do reply[i + 2] = out[i] end
-  return reply
+  out[2] = claimed
+  return out
 end
 
 local last = redis.call('XREVRANGE', tag .. ':wake', '+', '-', 'COUNT', 1)

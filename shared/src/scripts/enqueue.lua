@@ -1,11 +1,17 @@
 -- ENQUEUE: creates one or more jobs atomically, honouring an optional Idempotency-Key.
+-- The caller builds every record string, so the script mostly hands ranges of
+-- ARGV to HSET/RPUSH/ZADD: its cost hardly grows with the work per job.
 -- KEYS[1]  the events stream (routes the call; every key shares its hash tag)
--- ARGV[1]  tag `{prefix}`          ARGV[2] events maxlen
+-- ARGV[1]  tag `{prefix}`   ARGV[2] events maxlen
 -- ARGV[3]  idempotency key name ('' = none)   ARGV[4] request fingerprint
--- ARGV[5]  idempotency ttl, seconds            ARGV[6] job count n
--- ARGV[7..] per job, 10 fields: id tenant type queue payload max_attempts timeout_ms
---           run_at_ms (0 = now) backoff_base_ms backoff_cap_ms
--- Returns {'created', now_ms} | {'replay', 'id1,id2,…'} | {'mismatch'}
+-- ARGV[5]  idempotency ttl, seconds   ARGV[6] the ids, comma-separated (kept with the key)
+-- ARGV[7]  the event lines, newline-separated   ARGV[8] job count n
+-- ARGV[9..] sections, in order:
+--   n × (id, spec)          n × (id, state with its first history line)
+--   index groups:     g, then g × (tenant, k, k × (created_ms, id))
+--   ready groups:     g, then g × (queue, k, k × id)
+--   scheduled groups: g, then g × (queue, k, k × (due_ms, id))
+-- Returns {'created'} | {'replay', 'id1,id2,…'} | {'mismatch'}
 local tag, maxlen, idem_key = ARGV[1], ARGV[2], ARGV[3]
 
 if idem_key ~= '' then
@@ -19,62 +25,51 @@ if idem_key ~= '' then
   end
 end
 
-local now = now_ms()
-local n = tonumber(ARGV[6])
-local lines, ids = {}, {}
-local ready, ready_order = {}, {}
-local index, index_order = {}, {}
-
-for i = 0, n - 1 do
-  local b = 7 + i * 10
-  local id, tenant, jtype, queue = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local run_at = tonumber(ARGV[b + 7])
-  local status, due = 'queued', now
-  if run_at > now then
-    status, due = 'scheduled', run_at
+-- Calls `cmd key ARGV[from .. from+count-1]`, in chunks of whole `step`-tuples.
+local function range(cmd, key, from, count, step)
+  local last = from + count - 1
+  local chunk = 512 * step
+  for i = from, last, chunk do
+    redis.call(cmd, key, unpack(ARGV, i, math.min(i + chunk - 1, last)))
   end
-  redis.call('HSET', tag .. ':job:' .. id,
-    'id', id, 'tenant', tenant, 'type', jtype, 'queue', queue, 'status', status,
-    'attempts', 0, 'max_attempts', ARGV[b + 5], 'payload', ARGV[b + 4],
-    'created_at', now, 'scheduled_at', due, 'timeout_ms', ARGV[b + 6],
-    'backoff_base_ms', ARGV[b + 8], 'backoff_cap_ms', ARGV[b + 9],
-    'hist_n', 1, 'h:1', history_line(status, 0, now))
-  if status == 'queued' then
-    if not ready[queue] then
-      ready[queue] = {}
-      ready_order[#ready_order + 1] = queue
-    end
-    table.insert(ready[queue], id)
-  else
-    redis.call('ZADD', tag .. ':q:' .. queue .. ':scheduled', due, id)
-    if not ready[queue] then
-      ready[queue] = {}
-      ready_order[#ready_order + 1] = queue
-    end
-  end
-  if not index[tenant] then
-    index[tenant] = {}
-    index_order[#index_order + 1] = tenant
-  end
-  table.insert(index[tenant], now)
-  table.insert(index[tenant], id)
-  lines[#lines + 1] = event_line(id, tenant, jtype, queue, status, 0, now)
-  ids[#ids + 1] = id
 end
 
-for _, queue in ipairs(ready_order) do
-  if #ready[queue] > 0 then
-    chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', ready[queue])
-  end
-  redis.call('SADD', tag .. ':queues', queue)
+local n = tonumber(ARGV[8])
+local at = 9
+for _, column in ipairs({':spec', ':state'}) do
+  range('HSET', tag .. column, at, 2 * n, 2)
+  at = at + 2 * n
 end
-for _, tenant in ipairs(index_order) do
-  chunked('ZADD', tag .. ':t:' .. tenant .. ':jobs', index[tenant], 2)
+
+-- Groups: name, count, then count items of `width` arguments each.
+local function groups(width, each)
+  local g = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, g do
+    local name, k = ARGV[at], tonumber(ARGV[at + 1])
+    each(name, at + 2, k * width)
+    at = at + 2 + k * width
+  end
+end
+
+groups(2, function(tenant, from, count)
+  range('ZADD', tag .. ':t:' .. tenant .. ':jobs', from, count, 2)
   redis.call('SADD', tag .. ':tenants', tenant)
+end)
+groups(1, function(queue, from, count)
+  range('RPUSH', tag .. ':q:' .. queue .. ':ready', from, count, 1)
+  redis.call('SADD', tag .. ':queues', queue)
+end)
+groups(2, function(queue, from, count)
+  range('ZADD', tag .. ':q:' .. queue .. ':scheduled', from, count, 2)
+  redis.call('SADD', tag .. ':queues', queue)
+end)
+
+if ARGV[7] ~= '' then
+  redis.call('XADD', tag .. ':events', 'MAXLEN', '~', maxlen, '*', 'e', ARGV[7])
 end
-emit(tag, maxlen, lines)
 wake(tag)
 if idem_key ~= '' then
-  redis.call('SET', idem_key, ARGV[4] .. '\t' .. table.concat(ids, ','), 'EX', ARGV[5])
+  redis.call('SET', idem_key, ARGV[4] .. '\t' .. ARGV[6], 'EX', ARGV[5])
 end
-return {'created', now}
+return {'created'}

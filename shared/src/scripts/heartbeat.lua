@@ -8,15 +8,30 @@ local tag, worker, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 redis.call('ZADD', tag .. ':workers', now, worker)
 redis.call('SET', tag .. ':worker:' .. worker, ARGV[4], 'PX', lease * 3)
-local out = {}
-for b = 5, #ARGV, 3 do
-  local id, queue, attempt = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
-  local f = redis.call('HMGET', tag .. ':job:' .. id, 'status', 'attempts', 'cancel_requested')
-  if f[1] == 'running' and tonumber(f[2]) == attempt then
-    redis.call('ZADD', tag .. ':q:' .. queue .. ':running', 'XX', now + lease, id)
-    if f[3] == '1' then out[#out + 1] = 1 else out[#out + 1] = 0 end
+local ids = {}
+for b = 5, #ARGV, 3 do ids[#ids + 1] = ARGV[b] end
+if #ids == 0 then return {} end
+local states = hmget(tag .. ':state', ids)
+local renew, renew_order, out = {}, {}, {}
+for i, id in ipairs(ids) do
+  local b = 5 + (i - 1) * 3
+  local queue, attempt = ARGV[b + 1], tonumber(ARGV[b + 2])
+  local status, attempts, _, cancel = parse_state(states[i])
+  if status == 'running' and attempts == attempt then
+    local r = renew[queue]
+    if not r then
+      r = {}
+      renew[queue] = r
+      renew_order[#renew_order + 1] = queue
+    end
+    r[#r + 1] = id
+    r[#r + 1] = now + lease
+    out[#out + 1] = (cancel == '1') and 1 or 0
   else
     out[#out + 1] = 2
   end
+end
+for _, queue in ipairs(renew_order) do
+  chunked('HSET', tag .. ':q:' .. queue .. ':running', renew[queue], 2)
 end
 return out

@@ -1,5 +1,16 @@
--- Helpers prepended to every script (see scripts.rs). Event and history lines are
--- tab-separated; callers strip tabs and newlines from error text before it gets here.
+-- Helpers prepended to every script (see scripts.rs).
+--
+-- A job lives in column hashes keyed by its id (see keys.rs), so that a batch
+-- of jobs costs one HMGET/HSET per column instead of commands per job:
+--   spec    id -> tenant \t type \t queue \t max_attempts \t timeout_ms
+--                 \t backoff_base_ms \t backoff_cap_ms \t created_ms \t payload   (written once)
+--   state   id -> status \t attempts \t due_ms \t cancel(0|1) \t expires_ms
+--                 then one line per transition: \n status \t attempt \t at_ms \t error
+--   result  id -> the result JSON of a succeeded job (absent when null)
+-- The history rides in the state value: a transition reads and rewrites one
+-- field, instead of also inserting into a history hash.
+-- Event lines: id \t tenant \t type \t queue \t status \t attempt \t at_ms \t error.
+-- Error texts reach the scripts without tabs or newlines (the callers strip them).
 
 -- Server time in milliseconds: one clock for every worker and API instance.
 local function now_ms()
@@ -7,21 +18,98 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- One status event: job_id tenant type queue status attempt at_ms error.
-local function event_line(id, tenant, jtype, queue, status, attempt, at, err)
-  return id .. '\t' .. tenant .. '\t' .. jtype .. '\t' .. queue .. '\t' .. status .. '\t' ..
-    attempt .. '\t' .. at .. '\t' .. (err or '')
+-- Lua turns numbers into strings with sprintf, which dominates string building:
+-- each distinct count (attempts) is converted once per call.
+local strings = {}
+local function str(n)
+  local s = strings[n]
+  if not s then
+    s = tostring(n)
+    strings[n] = s
+  end
+  return s
 end
 
--- One history entry, stored in the record as field h:<n>: status attempt at_ms error.
-local function history_line(status, attempt, at, err)
-  return status .. '\t' .. attempt .. '\t' .. at .. '\t' .. (err or '')
+-- status, attempts, due, cancel, expires, history (nil when the job is gone).
+-- `history` keeps its leading newline, ready to be carried into the next value.
+local function parse_state(s)
+  if not s then return nil end
+  local status, attempts, due, cancel, expires, history =
+    string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)(.*)$')
+  return status, tonumber(attempts), due, cancel, tonumber(expires), history
 end
 
--- Appends all of a call's transitions as one stream entry, trimmed approximately.
-local function emit(tag, maxlen, lines)
-  if #lines > 0 then
-    redis.call('XADD', tag .. ':events', 'MAXLEN', '~', maxlen, '*', 'e', table.concat(lines, '\n'))
+-- `tenant \t type \t queue`, from a spec.
+local function spec_meta(spec)
+  return string.match(spec, '^[^\t]*\t[^\t]*\t[^\t]*')
+end
+
+-- `tenant \t type \t queue` and the queue, from a spec.
+local function spec_meta_queue(spec)
+  return string.match(spec, '^([^\t]*\t[^\t]*\t([^\t]*))')
+end
+
+local function event_line(id, meta, status, attempt, at, err)
+  return id .. '\t' .. meta .. '\t' .. status .. '\t' .. attempt .. '\t' .. at .. '\t' .. (err or '')
+end
+
+-- Calls a variadic command on `key` with `items`, in chunks small enough for
+-- Lua's unpack limit, so no batch size can wedge a script. `step` keeps pairs whole.
+local function chunked(cmd, key, items, step)
+  local chunk = 512 * (step or 1)
+  for i = 1, #items, chunk do
+    redis.call(cmd, key, unpack(items, i, math.min(i + chunk - 1, #items)))
+  end
+end
+
+-- HMGET in chunks; returns one value (or false) per field, in order.
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, 512 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 511, #fields)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
+-- Collects the writes of one call: a transition per job, lists to push, and the
+-- event lines, so that each hash and list gets one command per call.
+local function writer(tag, now)
+  return { tag = tag, now = tostring(now), state = {}, result = {}, lists = {}, order = {}, lines = {} }
+end
+
+local function push(w, key, value)
+  local list = w.lists[key]
+  if not list then
+    list = {}
+    w.lists[key] = list
+    w.order[#w.order + 1] = key
+  end
+  list[#list + 1] = value
+end
+
+-- Records one transition: the new state with its history line appended, and
+-- the event line. `due` and `expires` are strings or numbers (0 = live);
+-- `cancel` is '0' or '1'; `history` is what parse_state returned.
+local function transition(w, id, meta, status, attempts, due, cancel, expires, history, err)
+  local a = str(attempts)
+  local st = w.state
+  st[#st + 1] = id
+  st[#st + 1] = status .. '\t' .. a .. '\t' .. due .. '\t' .. cancel .. '\t' .. expires .. history ..
+    '\n' .. status .. '\t' .. a .. '\t' .. w.now .. '\t' .. (err or '')
+  w.lines[#w.lines + 1] = event_line(id, meta, status, a, w.now, err)
+  if expires ~= 0 then
+    -- Deleted by REAP once its retention ends (one-second buckets).
+    local second = math.floor(tonumber(expires) / 1000)
+    push(w, w.tag .. ':gc:' .. second, id)
+    if not w.gc_min or second < w.gc_min then w.gc_min = second end
+  end
+end
+
+-- Appends a call's transitions to the events stream as one entry, trimmed approximately.
+local function emit(tag, maxlen, text)
+  if text ~= '' then
+    redis.call('XADD', tag .. ':events', 'MAXLEN', '~', maxlen, '*', 'e', text)
   end
 end
 
@@ -30,13 +118,17 @@ local function wake(tag)
   redis.call('XADD', tag .. ':wake', 'MAXLEN', '~', 100, '*', 'w', '1')
 end
 
--- Calls a variadic command with `prefix_args` followed by `items`, in chunks small
--- enough for Lua's unpack limit, so no batch size can wedge a script.
-local function chunked(cmd, key, items, step)
-  step = step or 1
-  local chunk = 512 * step
-  for i = 1, #items, chunk do
-    local last = math.min(i + chunk - 1, #items)
-    redis.call(cmd, key, unpack(items, i, last))
+-- Writes what a writer collected, and appends its events.
+local function flush(w, maxlen)
+  local tag = w.tag
+  if #w.state > 0 then chunked('HSET', tag .. ':state', w.state, 2) end
+  if #w.result > 0 then chunked('HSET', tag .. ':result', w.result, 2) end
+  for _, key in ipairs(w.order) do chunked('RPUSH', key, w.lists[key]) end
+  if w.gc_min then
+    -- The sweep starts from the earliest bucket that holds anything.
+    local cursor = tonumber(redis.call('GET', tag .. ':gc:cursor'))
+    if not cursor or w.gc_min < cursor then redis.call('SET', tag .. ':gc:cursor', w.gc_min) end
   end
+  emit(tag, maxlen, table.concat(w.lines, '\n'))
+  w.state, w.result, w.lists, w.order, w.lines, w.gc_min = {}, {}, {}, {}, {}, nil
 end

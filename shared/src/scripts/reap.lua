@@ -1,61 +1,92 @@
 -- REAP: takes back jobs whose lease expired (their worker died or hung). The lost
 -- run counts as an attempt: the job goes back to its ready list, or ends `failed`
 -- when that was its last attempt, so a job that kills its worker cannot loop.
--- Also forgets silent workers and prunes indexes whose records have expired.
+-- Then deletes records whose retention ended (the one-second buckets `gc:<second>`),
+-- forgets silent workers, and prunes the listing indexes.
 -- KEYS[1]  the events stream (routes the call)
--- ARGV[1]  tag   ARGV[2] limit per queue   ARGV[3] events maxlen   ARGV[4] failed ttl s
--- ARGV[5]  index horizon ms (entries older than this are pruned)   ARGV[6] worker silence ms
--- Returns the number of jobs taken back.
-local tag, limit, maxlen, failed_ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+-- ARGV[1]  tag   ARGV[2] limit (per queue, and for the sweep)   ARGV[3] events maxlen
+-- ARGV[4]  failed ttl ms   ARGV[5] index horizon ms   ARGV[6] worker silence ms
+-- Returns {jobs taken back, records deleted, 1 if the sweep stopped at its limit}.
+local tag, limit, maxlen, failed_ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local horizon, silence = tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = now_ms()
-local lines, reaped, requeued = {}, 0, false
+local w = writer(tag, now)
+local reaped, requeued = 0, false
 local err = 'lease expired: the worker running this attempt stopped responding'
 
 for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
   local q = tag .. ':q:' .. queue
-  local expired = redis.call('ZRANGEBYSCORE', q .. ':running', '-inf', now, 'LIMIT', 0, limit)
-  local back = {}
-  for _, id in ipairs(expired) do
-    local key = tag .. ':job:' .. id
-    local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'tenant', 'type',
-      'hist_n', 'cancel_requested')
-    if f[1] == 'running' then
-      local attempt = tonumber(f[2])
-      local h = tonumber(f[6]) + 1
-      local status = 'queued'
-      if f[7] == '1' then
-        status = 'cancelled'
-      elseif attempt >= tonumber(f[3]) then
-        status = 'failed'
+  -- The running hash holds at most the jobs in flight: scanning it is cheap.
+  local leases = redis.call('HGETALL', q .. ':running')
+  local expired = {}
+  for i = 1, #leases, 2 do
+    if tonumber(leases[i + 1]) <= now and #expired < limit then expired[#expired + 1] = leases[i] end
+  end
+  if #expired > 0 then
+    local states = hmget(tag .. ':state', expired)
+    local specs = hmget(tag .. ':spec', expired)
+    for i, id in ipairs(expired) do
+      local status, attempts, due, cancel, _, history = parse_state(states[i])
+      if status == 'running' and specs[i] then
+        local meta = spec_meta(specs[i])
+        local max_attempts = tonumber(string.match(specs[i], '^[^\t]*\t[^\t]*\t[^\t]*\t(%d+)'))
+        if cancel == '1' then
+          transition(w, id, meta, 'cancelled', attempts, due, cancel, now + failed_ttl, history, err)
+        elseif attempts >= max_attempts then
+          redis.call('ZADD', q .. ':failed', now, id)
+          transition(w, id, meta, 'failed', attempts, due, cancel, now + failed_ttl, history, err)
+        else
+          transition(w, id, meta, 'queued', attempts, due, cancel, 0, history, err)
+          push(w, q .. ':ready', id)
+          requeued = true
+        end
+        reaped = reaped + 1
       end
-      if status == 'queued' then
-        redis.call('HSET', key, 'status', status, 'last_error', err,
-          'hist_n', h, 'h:' .. h, history_line(status, attempt, now, err))
-        back[#back + 1] = id
-      else
-        redis.call('HSET', key, 'status', status, 'finished_at', now, 'last_error', err,
-          'hist_n', h, 'h:' .. h, history_line(status, attempt, now, err))
-        if status == 'failed' then redis.call('ZADD', q .. ':failed', now, id) end
-        redis.call('EXPIRE', key, failed_ttl)
-      end
-      lines[#lines + 1] = event_line(id, f[4], f[5], queue, status, attempt, now, err)
-      reaped = reaped + 1
     end
+    chunked('HDEL', q .. ':running', expired)
   end
-  if #expired > 0 then chunked('ZREM', q .. ':running', expired) end
-  if #back > 0 then
-    chunked('RPUSH', q .. ':ready', back)
-    requeued = true
+  redis.call('ZREMRANGEBYSCORE', q .. ':failed', '-inf', now - failed_ttl)
+end
+flush(w, maxlen)
+if requeued then wake(tag) end
+
+-- Retention: sweep whole seconds that have passed, oldest first (bounded per call).
+local swept, budget, steps = 0, limit, 0
+local cursor = tonumber(redis.call('GET', tag .. ':gc:cursor'))
+if cursor then
+  local last = math.floor(now / 1000) - 1
+  while cursor <= last and budget > 0 and steps < 3600 do
+    local bucket = tag .. ':gc:' .. cursor
+    local ids = redis.call('LPOP', bucket, budget)
+    if ids then
+      budget = budget - #ids
+      local states = hmget(tag .. ':state', ids)
+      local gone = {}
+      for i, id in ipairs(ids) do
+        local status, _, _, _, expires = parse_state(states[i])
+        -- A job retried after it ended is live again: keep it.
+        if (status == 'succeeded' or status == 'failed' or status == 'cancelled') and expires <= now then
+          gone[#gone + 1] = id
+        end
+      end
+      if #gone > 0 then
+        for _, column in ipairs({':spec', ':state', ':result'}) do
+          chunked('HDEL', tag .. column, gone)
+        end
+      end
+      swept = swept + #gone
+    end
+    if redis.call('EXISTS', bucket) == 1 then break end
+    cursor = cursor + 1
+    steps = steps + 1
   end
-  redis.call('ZREMRANGEBYSCORE', q .. ':failed', '-inf', now - failed_ttl * 1000)
+  redis.call('SET', tag .. ':gc:cursor', cursor)
 end
 
 for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do
   redis.call('ZREMRANGEBYSCORE', tag .. ':t:' .. tenant .. ':jobs', '-inf', now - horizon)
 end
 redis.call('ZREMRANGEBYSCORE', tag .. ':workers', '-inf', now - silence)
-
-emit(tag, maxlen, lines)
-if requeued then wake(tag) end
-return reaped
+local more = 0
+if budget <= 0 then more = 1 end
+return {reaped, swept, more}

@@ -1,22 +1,20 @@
 -- RETRY: a failed or cancelled job is queued again with a fresh attempt budget.
--- KEYS[1]  the job record
+-- KEYS[1]  the state hash (routes the call)
 -- ARGV[1]  tag   ARGV[2] job id   ARGV[3] tenant   ARGV[4] events maxlen
 -- Returns {'queued'} | {'conflict', status} | {'not_found'}
 local tag, id, tenant, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local key = KEYS[1]
-local f = redis.call('HMGET', key, 'status', 'tenant', 'queue', 'type', 'hist_n')
-if not f[1] or f[2] ~= tenant then return {'not_found'} end
-if f[1] ~= 'failed' and f[1] ~= 'cancelled' then return {'conflict', f[1]} end
-local queue = f[3]
+local spec = redis.call('HGET', tag .. ':spec', id)
+if not spec then return {'not_found'} end
+local meta, queue = spec_meta_queue(spec)
+if string.sub(meta, 1, #tenant + 1) ~= tenant .. '\t' then return {'not_found'} end
+local status, _, _, _, _, history = parse_state(redis.call('HGET', tag .. ':state', id))
+if status ~= 'failed' and status ~= 'cancelled' then return {'conflict', status} end
 local q = tag .. ':q:' .. queue
 local now = now_ms()
-local h = tonumber(f[5]) + 1
-redis.call('PERSIST', key)
-redis.call('HDEL', key, 'finished_at', 'cancel_requested')
-redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'scheduled_at', now,
-  'hist_n', h, 'h:' .. h, history_line('queued', 0, now, 'retried by request'))
+local w = writer(tag, now)
+transition(w, id, meta, 'queued', 0, w.now, 0, 0, history)
+push(w, q .. ':ready', id)
 redis.call('ZREM', q .. ':failed', id)
-redis.call('RPUSH', q .. ':ready', id)
-emit(tag, maxlen, {event_line(id, tenant, f[4], queue, 'queued', 0, now)})
+flush(w, maxlen)
 wake(tag)
 return {'queued'}

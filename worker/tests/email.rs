@@ -136,3 +136,35 @@ async fn an_unreachable_smtp_server_is_retried_until_the_attempts_run_out() {
     assert_eq!(statuses, ["queued", "running", "retrying", "queued", "running", "failed"].map(Value::from));
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn json_logs_carry_job_fields_but_never_full_addresses_or_payload_text() {
+    let system = System::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut worker = system.spawn_worker_process_logging_to(&[("LOG_FORMAT", "json"), ("RUST_LOG", "info")], log);
+    let id = system
+        .submit(json!({
+            "type": "email.send",
+            "payload": {"to": "secret.person@example.org", "subject": "s3cr3t subject", "text": "password=hunter2"}
+        }))
+        .await;
+    system.wait_for_status(&id, "succeeded", Duration::from_secs(15)).await;
+    worker.terminate(Duration::from_secs(10)).expect("worker exits");
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}")))
+        .collect();
+    let sent =
+        lines.iter().find(|l| l["message"] == "email sent").unwrap_or_else(|| panic!("no `email sent` line in {text}"));
+    assert_eq!(sent["span"]["job.id"], id.as_str(), "{sent}");
+    assert_eq!(sent["span"]["job.type"], "email.send");
+    assert_eq!(sent["span"]["attempt"], 1);
+    assert!(text.contains("s***@example.org"), "the masked address is logged");
+    for secret in ["secret.person", "hunter2", "s3cr3t"] {
+        assert!(!text.contains(secret), "`{secret}` leaked into the log");
+    }
+}

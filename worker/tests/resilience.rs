@@ -182,3 +182,34 @@ async fn a_hung_redis_gives_a_prompt_503_and_service_resumes_when_it_wakes() {
     system.wait_for_status(&after, "succeeded", Duration::from_secs(15)).await;
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_api_started_while_redis_is_down_answers_503_then_serves_once_it_is_up() {
+    let mut system = System::start().await;
+    system.redis.kill();
+    let late = system.start_another_api().await;
+    let health = system.http.get(format!("{late}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "the process is up");
+    let post = |base: String| {
+        let http = system.http.clone();
+        async move {
+            let response = http.post(format!("{base}/v1/jobs")).json(&json!({"type": "noop"})).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(late.clone()).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")));
+    let ready = system.http.get(format!("{late}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    system.redis.restart();
+    let id = eventually(Duration::from_secs(20), "the late API to accept jobs", || async {
+        let (status, body) = post(late.clone()).await;
+        (status == StatusCode::ACCEPTED).then(|| body["id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    let worker = system.spawn_worker();
+    system.wait_for_status(&id, "succeeded", Duration::from_secs(15)).await;
+    worker.shutdown().await.unwrap();
+}

@@ -219,3 +219,21 @@ async fn succeeded_records_expire_and_failed_ones_are_kept_longer() {
     assert_eq!(indexed, 1);
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_worker_serves_only_its_queues() {
+    let system = System::start().await;
+    let reports_worker = system.spawn_worker_with(|c| c.queues = vec!["reports".into()]);
+    let elsewhere = system.submit(json!({"type": "noop", "queue": "default"})).await;
+    let mine = system.submit(json!({"type": "noop", "queue": "reports"})).await;
+    system.wait_for_status(&mine, "succeeded", Duration::from_secs(10)).await;
+    // One more round trip through the worker's claim loop, then the other job must still wait.
+    let mine_again = system.submit(json!({"type": "noop", "queue": "reports"})).await;
+    system.wait_for_status(&mine_again, "succeeded", Duration::from_secs(10)).await;
+    assert_eq!(system.job(&elsewhere).await["status"], "queued");
+
+    let default_worker = system.spawn_worker_with(|c| c.queues = vec!["default".into()]);
+    system.wait_for_status(&elsewhere, "succeeded", Duration::from_secs(10)).await;
+    reports_worker.shutdown().await.unwrap();
+    default_worker.shutdown().await.unwrap();
+}

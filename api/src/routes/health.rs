@@ -14,12 +14,18 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz` — Redis answers and its schema is the one this binary expects.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let mut conn = state.store.connection();
-    match shared::migrate::check(&mut conn, state.store.keys()).await {
+    let checked = match state.store() {
+        Ok(store) => {
+            let mut conn = store.connection();
+            shared::migrate::check(&mut conn, store.keys()).await.map_err(|err| err.to_string())
+        }
+        Err(_) => Err(state.startup_problem()),
+    };
+    match checked {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(err) => (
+        Err(message) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "code": "unavailable", "message": err.to_string() })),
+            Json(json!({ "status": "not_ready", "code": "unavailable", "message": message })),
         ),
     }
 }

@@ -27,11 +27,11 @@ pub async fn create_job(
     let request: JobRequest = submit::parse(&body)?;
     let job = submit::validate(&state.registry, &tenant, request, "")?;
     let claim = idempotency(&headers, "jobs", &body)?;
-    match state.store.enqueue(std::slice::from_ref(&job), claim.as_ref()).await? {
+    match state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref()).await? {
         EnqueueOutcome::Created { at_ms } => Ok(accepted(&new_record(job, at_ms), false)),
         EnqueueOutcome::Replayed { ids } => {
             let id = ids.into_iter().next().unwrap_or_default();
-            let (record, _) = state.store.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+            let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
             Ok(accepted(&record, true))
         }
         EnqueueOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
@@ -58,7 +58,7 @@ pub async fn create_batch(
         .map(|(index, job)| submit::validate(&state.registry, &tenant, job, &format!("jobs[{index}].")))
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
     let claim = idempotency(&headers, "batch", &body)?;
-    let (ids, replayed) = match state.store.enqueue(&jobs, claim.as_ref()).await? {
+    let (ids, replayed) = match state.store()?.enqueue(&jobs, claim.as_ref()).await? {
         EnqueueOutcome::Created { .. } => (jobs.into_iter().map(|j| j.id).collect(), false),
         EnqueueOutcome::Replayed { ids } => (ids, true),
         EnqueueOutcome::KeyReused => return Err(ApiError::IdempotencyKeyReused),
@@ -76,7 +76,7 @@ pub async fn get_job(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    let (record, _) = state.store.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+    let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok(Json(record))
 }
 
@@ -86,7 +86,7 @@ pub async fn get_job_events(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (_, history) = state.store.get(&tenant, &id).await?.ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
+    let (_, history) = state.store()?.get(&tenant, &id).await?.ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
     Ok(Json(json!({ "job_id": id, "events": history })))
 }
 
@@ -119,7 +119,7 @@ pub async fn list_jobs(
         })?,
     };
     let filter = ListFilter { status, queue: query.queue, kind: query.kind };
-    Ok(Json(state.store.list(&tenant, &filter, limit, query.cursor.as_deref()).await?))
+    Ok(Json(state.store()?.list(&tenant, &filter, limit, query.cursor.as_deref()).await?))
 }
 
 /// `POST /v1/jobs/{id}/cancel` — cancels a waiting job (200), or flags a running
@@ -129,13 +129,13 @@ pub async fn cancel_job(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let status = match state.store.cancel(&tenant, &id).await? {
+    let status = match state.store()?.cancel(&tenant, &id).await? {
         CancelOutcome::Cancelled => StatusCode::OK,
         CancelOutcome::Flagged => StatusCode::ACCEPTED,
         CancelOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "cancelling" }),
         CancelOutcome::NotFound => return Err(ApiError::JobNotFound(id)),
     };
-    let (record, _) = state.store.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+    let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok((status, Json(record)).into_response())
 }
 
@@ -145,12 +145,12 @@ pub async fn retry_job(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    match state.store.retry(&tenant, &id).await? {
+    match state.store()?.retry(&tenant, &id).await? {
         RetryOutcome::Queued => {}
         RetryOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "retrying" }),
         RetryOutcome::NotFound => return Err(ApiError::JobNotFound(id)),
     }
-    let (record, _) = state.store.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+    let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok(Json(record))
 }
 

@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let queues = state.store.queue_stats().await?;
-    let workers = state.store.workers().await?;
+    let queues = state.store()?.queue_stats().await?;
+    let workers = state.store()?.workers().await?;
     Ok(Json(json!({ "queues": queues, "workers": workers })))
 }

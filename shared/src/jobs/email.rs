@@ -61,6 +61,30 @@ pub fn mask(address: &str) -> String {
     }
 }
 
+/// Masks every address in free text (SMTP replies often echo the recipient).
+pub fn mask_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if token.contains('@') {
+            out.push_str(&mask(token));
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\'' | '(' | ')' | '[' | ']') {
+            flush(&mut token, &mut out);
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
 /// Where and how mail is sent.
 #[derive(Debug, Clone)]
 pub struct MailerConfig {
@@ -133,12 +157,14 @@ impl JobType for EmailSend {
                 }))
             }
             Err(err) if err.is_permanent() => {
-                tracing::warn!(to = ?masked, error = %err, "smtp refused the email permanently");
-                Err(JobError::Permanent(format!("smtp permanent failure: {err}")))
+                let error = mask_addresses(&err.to_string());
+                tracing::warn!(to = ?masked, %error, "smtp refused the email permanently");
+                Err(JobError::Permanent(format!("smtp permanent failure: {error}")))
             }
             Err(err) => {
-                tracing::warn!(to = ?masked, error = %err, "smtp failed, will retry");
-                Err(JobError::Retryable(format!("smtp transient failure: {err}")))
+                let error = mask_addresses(&err.to_string());
+                tracing::warn!(to = ?masked, %error, "smtp failed, will retry");
+                Err(JobError::Retryable(format!("smtp transient failure: {error}")))
             }
         }
     }
@@ -167,6 +193,15 @@ mod tests {
         assert!(payload("not-an-address".into()).unwrap_err().contains("to[0]"));
         assert!(payload(serde_json::json!(["a@x.org", "nope"])).unwrap_err().contains("to[1]"));
         assert!(payload(serde_json::json!([])).is_err());
+    }
+
+    #[test]
+    fn addresses_in_smtp_replies_are_masked() {
+        assert_eq!(
+            mask_addresses("550 5.1.1 <jane.doe@example.com>: Recipient rejected, bob@x.org"),
+            "550 5.1.1 <j***@example.com>: Recipient rejected, b***@x.org"
+        );
+        assert_eq!(mask_addresses("no address here"), "no address here");
     }
 
     #[test]

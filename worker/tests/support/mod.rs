@@ -130,6 +130,16 @@ impl System {
         })));
     }
 
+    /// Starts one more API instance on the same Redis and prefix; returns its base URL.
+    /// It runs until the test ends.
+    pub async fn start_another_api(&self) -> String {
+        let router = api::build(&self.api_config()).await.expect("api builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(api::serve(listener, router, std::future::pending()));
+        base
+    }
+
     pub fn worker_config(&self) -> WorkerConfig {
         let mut config = WorkerConfig::defaults();
         config.redis.redis_url = self.redis.url();
@@ -158,6 +168,11 @@ impl System {
 
     /// A real `worker` process (for kill -9 and SIGTERM tests).
     pub fn spawn_worker_process(&self, env: &[(&str, &str)]) -> WorkerProcess {
+        self.spawn_worker_process_logging_to(env, Stdio::null())
+    }
+
+    /// A real `worker` process whose log (stderr) goes to `log`.
+    pub fn spawn_worker_process_logging_to(&self, env: &[(&str, &str)], log: impl Into<Stdio>) -> WorkerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
         command
             .env("REDIS_URL", self.redis.url())
@@ -168,7 +183,8 @@ impl System {
             .env("CONCURRENCY", "8")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(log);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -230,7 +246,11 @@ impl System {
     pub async fn wait_for_status(&self, id: &str, status: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let record = self.job(id).await;
+            let (code, record) = self.get(&format!("/v1/jobs/{id}")).await;
+            // A 503 while Redis comes back is not an answer yet.
+            if code != StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(code, StatusCode::OK, "job {id}: {record}");
+            }
             if record["status"] == status {
                 return record;
             }

@@ -43,7 +43,7 @@ for _, queue in ipairs(queues) do
     local states = hmget(tag .. ':state', ids)
     local specs = hmget(tag .. ':spec', ids)
     local leases = {}
-    local expiry = now + lease
+    local expiry = tostring(now + lease)
     for i, id in ipairs(ids) do
       local status, attempts, due, cancel, _, history = parse_state(states[i])
       -- A cancelled job may still sit in the list, and an expired one is gone: skip both.

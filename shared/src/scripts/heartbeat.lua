@@ -13,6 +13,7 @@ for b = 5, #ARGV, 3 do ids[#ids + 1] = ARGV[b] end
 if #ids == 0 then return {} end
 local states = hmget(tag .. ':state', ids)
 local renew, renew_order, out = {}, {}, {}
+local expiry = tostring(now + lease)
 for i, id in ipairs(ids) do
   local b = 5 + (i - 1) * 3
   local queue, attempt = ARGV[b + 1], tonumber(ARGV[b + 2])
@@ -25,7 +26,7 @@ for i, id in ipairs(ids) do
       renew_order[#renew_order + 1] = queue
     end
     r[#r + 1] = id
-    r[#r + 1] = now + lease
+    r[#r + 1] = expiry
     out[#out + 1] = (cancel == '1') and 1 or 0
   else
     out[#out + 1] = 2

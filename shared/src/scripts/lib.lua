@@ -30,13 +30,14 @@ local function str(n)
   return s
 end
 
--- status, attempts, due, cancel, expires, history (nil when the job is gone).
+-- status, attempts (a number), due, cancel, expires, history (nil when the job
+-- is gone); due and expires stay strings, as they are mostly copied, not computed.
 -- `history` keeps its leading newline, ready to be carried into the next value.
 local function parse_state(s)
   if not s then return nil end
   local status, attempts, due, cancel, expires, history =
     string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)(.*)$')
-  return status, tonumber(attempts), due, cancel, tonumber(expires), history
+  return status, tonumber(attempts), due, cancel, expires, history
 end
 
 -- `tenant \t type \t queue`, from a spec.

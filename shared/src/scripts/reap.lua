@@ -65,7 +65,7 @@ if cursor then
       for i, id in ipairs(ids) do
         local status, _, _, _, expires = parse_state(states[i])
         -- A job retried after it ended is live again: keep it.
-        if (status == 'succeeded' or status == 'failed' or status == 'cancelled') and expires <= now then
+        if (status == 'succeeded' or status == 'failed' or status == 'cancelled') and tonumber(expires) <= now then
           gone[#gone + 1] = id
         end
       end

@@ -17,11 +17,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use redis::aio::ConnectionManager;
 use shared::jobs::Registry;
 use shared::keys::Keys;
 use shared::store::{JobStore, connect_with_retry};
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::ApiConfig;
 use crate::error::ApiError;
@@ -114,11 +117,64 @@ pub async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// A client must send its request headers within this time (slow-header attacks).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long in-flight requests get to finish once shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then stops accepting and finishes in-flight
+/// requests (for at most [`SHUTDOWN_GRACE`]).
+///
+/// A hyper accept loop rather than `axum::serve`, which sets no header-read
+/// timeout: a client trickling its headers would hold a connection for ever.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let (stop, stopping) = watch::channel(false);
+    // Each connection holds a sender; when all are dropped, every connection has ended.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(err) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let (mut stopping, open) = (stopping.clone(), open.clone());
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    stop.send_replace(true);
+    drop(open);
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv()).await.is_err() {
+        tracing::warn!("requests still running after the shutdown grace period were cut off");
+    }
+    Ok(())
 }

@@ -286,3 +286,25 @@ async fn health_and_readiness_are_open() {
     let (status, body) = system.get("/readyz").await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let system = System::start().await;
+    let addr = system.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(api::HEADER_READ_TIMEOUT + Duration::from_secs(5), slow.read(&mut buffer)).await;
+    let closed_after = started.elapsed();
+    // The server answers 408 or just closes; either way the connection ends.
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 408"), "{:?}", &buffer[..n]),
+        Err(_) => panic!("the connection was still open after {closed_after:?}"),
+    }
+    assert!(closed_after >= api::HEADER_READ_TIMEOUT - Duration::from_secs(1), "closed after {closed_after:?}");
+    // Meanwhile the server kept serving others.
+    assert_eq!(system.get("/healthz").await.0, StatusCode::OK);
+}

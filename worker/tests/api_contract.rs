@@ -81,6 +81,9 @@ async fn bad_requests_get_a_status_and_a_json_code_naming_the_field() {
     let (status, body) = system.get("/v1/jobs/00000000-0000-0000-0000-000000000000").await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 
+    let (status, body) = system.get("/v1/nothing-here").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+
     let (status, body) = system.get("/v1/jobs?status=done").await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")));
 

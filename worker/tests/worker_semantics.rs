@@ -25,13 +25,16 @@ async fn scheduled_jobs_run_on_time() {
     let run_at = Utc::now() + chrono::Duration::milliseconds(1500);
     let by_time = system.submit(json!({"type": "noop", "run_at": run_at.to_rfc3339()})).await;
     let by_delay = system.submit(json!({"type": "noop", "delay_ms": 1200})).await;
-    assert_eq!(system.job(&by_time).await["status"], "scheduled");
+    let record = system.job(&by_time).await;
+    assert_eq!(record["status"], "scheduled");
+    assert_eq!(at(&record["scheduled_at"]).timestamp_millis(), run_at.timestamp_millis());
 
-    for id in [&by_time, &by_delay] {
-        let record = system.wait_for_status(id, "succeeded", Duration::from_secs(10)).await;
-        let due = at(&record["scheduled_at"]);
-        let started = at(&record["started_at"]);
-        let lateness = started - due;
+    let delayed = system.job(&by_delay).await;
+    let requested = [(by_time, run_at), (by_delay, at(&delayed["created_at"]) + chrono::Duration::milliseconds(1200))];
+    for (id, due) in requested {
+        let record = system.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
+        assert_eq!(at(&record["scheduled_at"]).timestamp_millis(), due.timestamp_millis(), "the record keeps its due time");
+        let lateness = at(&record["started_at"]) - due;
         assert!(lateness >= chrono::Duration::zero(), "started {lateness} early");
         assert!(lateness <= chrono::Duration::seconds(1), "started {lateness} late");
     }

@@ -22,9 +22,9 @@ local function promote(queue, zkey)
   local states = hmget(tag .. ':state', due)
   local specs = hmget(tag .. ':spec', due)
   for i, id in ipairs(due) do
-    local status, attempts, _, cancel, _, history = parse_state(states[i])
+    local status, attempts, due_at, cancel, _, history = parse_state(states[i])
     if (status == 'scheduled' or status == 'retrying') and specs[i] then
-      transition(w, id, spec_meta(specs[i]), 'queued', attempts, w.now, cancel, 0, history)
+      transition(w, id, spec_meta(specs[i]), 'queued', attempts, due_at, cancel, 0, history)
       push(w, tag .. ':q:' .. queue .. ':ready', id)
     end
   end

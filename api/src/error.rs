@@ -9,6 +9,9 @@ use serde::Serialize;
 use shared::error::StoreError;
 use shared::model::JobStatus;
 
+/// The content type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400 — the body is not JSON.
@@ -49,15 +52,27 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error body (RFC 9457 problem details), `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+    "code": "validation_failed", "message": "invalid type: string \"long\", expected u64", "field": "payload.ms"}))]
+pub struct Problem<'a> {
+    /// Always `about:blank`: `code` tells the errors apart.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The status's reason phrase.
     title: &'a str,
+    /// The HTTP status, repeated.
     status: u16,
+    /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
+    /// `unknown_type`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
+    /// `not_found`, `invalid_state`, `unavailable` or `internal`.
     code: &'static str,
+    /// For people; may change wording.
     message: String,
+    /// The field, header or query parameter to blame, as a path such as `jobs[7].payload.ms`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     field: Option<&'a str>,
 }
 
@@ -122,7 +137,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

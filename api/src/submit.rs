@@ -21,29 +21,68 @@ const MAX_ATTEMPTS: u32 = 100;
 const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 /// `POST /v1/jobs` body.
-#[derive(Debug, Deserialize)]
+// The `#[schema]` limits mirror `validate` (utoipa takes only literals there);
+// `the_documented_limits_are_the_enforced_ones` keeps them equal to the constants.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"type": "email.send",
+    "payload": {"to": "ada@example.org", "subject": "Welcome", "text": "Hello Ada"}}))]
 pub struct JobRequest {
+    /// The job type. Shipped types: `email.send`, and the demo types `noop`, `sleep` and
+    /// `fail` (off when the server runs with `DEMO_JOBS=false`). Other names get 422 `unknown_type`.
     #[serde(rename = "type")]
+    #[schema(example = "email.send")]
     pub kind: String,
+    /// A JSON object whose shape depends on `type`; unknown fields are rejected:
+    /// - `email.send`: `to` (an address, or a list of 1–50), `subject` (1–998 characters),
+    ///   `text`, `html` (optional).
+    /// - `noop`: `{}`.
+    /// - `sleep`: `ms` (0–3,600,000), `panic` (optional bool).
+    /// - `fail`: `times` (0–1,000 attempts to fail), `permanent` (optional bool).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    /// Defaults to the type's queue (`email` for `email.send`, `default` otherwise).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub queue: Option<String>,
+    /// Run this many milliseconds from now (at most 366 days); not together with `run_at`.
+    #[schema(maximum = 31_622_400_000_u64)]
     pub delay_ms: Option<u64>,
+    /// Run at this time (RFC 3339, at most 366 days ahead; a past time means now);
+    /// not together with `delay_ms`.
     pub run_at: Option<DateTime<Utc>>,
+    /// Defaults to the type's (5; `email.send` 8).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// Per-attempt timeout; defaults to the type's (300,000; `email.send` 60,000).
+    #[schema(minimum = 1, maximum = 86_400_000_u64)]
     pub timeout_ms: Option<u64>,
     /// Backoff before the first retry; doubles each attempt (full jitter).
+    #[schema(maximum = 86_400_000_u64)]
     pub backoff_base_ms: Option<u64>,
-    /// Longest backoff between attempts.
+    /// Longest backoff between attempts; at least `backoff_base_ms`.
+    #[schema(maximum = 86_400_000_u64)]
     pub backoff_cap_ms: Option<u64>,
 }
 
-/// `POST /v1/jobs/batch` body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/jobs/batch` body: validated all-or-nothing, stored in one round trip.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<JobRequest>,
+}
+
+/// The `Idempotency-Key` header both submit routes accept (see [`idempotency_key`]).
+/// Only documents the header: the handlers read it from the `HeaderMap`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// A bare token or an RFC 8941 string (`"…"`) of 1–255 printable ASCII characters, sent once.
+    /// The same key with the same body replays the original answer (`Idempotent-Replayed: true`);
+    /// with another body it gets 422 `idempotency_key_reused`. Kept per tenant for 24 h by default.
+    #[param(rename = "Idempotency-Key", nullable = false, example = "signup-42")]
+    pub idempotency_key: Option<String>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -181,6 +220,23 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, fingerprint("jobs", br#"{"type":"noop","payload":{"a":1}}"#));
         assert_ne!(a, fingerprint("batch", br#"{"type":"noop","payload":{"a":1,"b":2}}"#));
+    }
+
+    #[test]
+    fn the_documented_limits_are_the_enforced_ones() {
+        use utoipa::PartialSchema;
+        let job = serde_json::to_value(JobRequest::schema()).unwrap();
+        let bound = |field: &str, bound: &str| job["properties"][field][bound].as_f64();
+        assert_eq!(bound("max_attempts", "minimum"), Some(1.0));
+        assert_eq!(bound("max_attempts", "maximum"), Some(f64::from(MAX_ATTEMPTS)));
+        assert_eq!(bound("timeout_ms", "minimum"), Some(1.0));
+        assert_eq!(bound("timeout_ms", "maximum"), Some(MAX_TIMEOUT_MS as f64));
+        assert_eq!(bound("backoff_cap_ms", "maximum"), Some(MAX_TIMEOUT_MS as f64));
+        assert_eq!(bound("delay_ms", "maximum"), Some(MAX_DELAY.as_millis() as f64));
+        assert_eq!(job["properties"]["queue"]["maxLength"], 64);
+        let batch = serde_json::to_value(BatchRequest::schema()).unwrap();
+        assert_eq!(batch["properties"]["jobs"]["minItems"], 1);
+        assert_eq!(batch["properties"]["jobs"]["maxItems"], MAX_BATCH);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Where a job is in its life. `succeeded`, `failed` and `cancelled` are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting on its queue's ready list.
@@ -59,23 +59,40 @@ impl FromStr for JobStatus {
     }
 }
 
-/// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A job as the API shows it. Every field is always present: one that does not
+/// apply yet is `null`.
+// Hence `required` on the `Option` fields, which utoipa would otherwise leave optional.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobRecord {
+    /// UUIDv7, so ids sort by creation time.
     pub id: String,
     pub tenant: String,
+    /// The job type, e.g. `email.send`.
     #[serde(rename = "type")]
     pub kind: String,
     pub queue: String,
     pub status: JobStatus,
+    /// Attempts started so far.
     pub attempts: u32,
     pub max_attempts: u32,
+    /// The payload as submitted; its shape depends on `type`.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// When the job is next due: its first run, or its next attempt while `retrying`.
+    #[schema(required)]
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Start of the latest attempt.
+    #[schema(required)]
     pub started_at: Option<DateTime<Utc>>,
+    /// Set once the job is `succeeded`, `failed` or `cancelled`.
+    #[schema(required)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The most recent failure.
+    #[schema(required)]
     pub last_error: Option<String>,
+    /// What the handler returned, once succeeded.
+    #[schema(required)]
     pub result: Option<serde_json::Value>,
     pub timeout_ms: u64,
     /// Set when cancellation was requested while the job was running.
@@ -83,12 +100,14 @@ pub struct JobRecord {
 }
 
 /// One transition in a job's history.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub status: JobStatus,
     pub attempt: u32,
     pub at: DateTime<Utc>,
+    /// Why the attempt failed; absent when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error: Option<String>,
 }
 

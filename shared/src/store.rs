@@ -130,15 +130,15 @@ pub struct ListFilter {
 }
 
 /// One page of a listing, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobRecord>,
-    /// Pass back as `cursor` for the next page; absent on the last page.
+    /// Pass back as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// Per-queue counts.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct QueueStats {
     pub name: String,
     pub queued: u64,
@@ -149,7 +149,7 @@ pub struct QueueStats {
 }
 
 /// A live worker, as registered by its heartbeat.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub host: String,

@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     /// Most jobs claimed per round trip (default: the concurrency, at most 200).
     #[arg(long, env = "CLAIM_BATCH", value_name = "CLAIM_BATCH", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub claim_batch: Option<u32>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); unset = no metrics endpoint.
+    #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// SMTP server, in lettre's URL form: `smtp://host:port` (plain), `smtps://…` or `?tls=required`.
     #[arg(long, env = "SMTP_URL", value_name = "SMTP_URL", default_value = "smtp://127.0.0.1:2525", value_parser = parse_secret, hide_default_value = false)]
     pub smtp_url: SecretString,

@@ -26,10 +26,13 @@ pub async fn run_job(job: ClaimedJob, app: Data<Arc<App>>) -> Result<serde_json:
             services: app.services.clone(),
         };
         let run = app.registry.run(&job.kind, &job.payload, ctx);
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(job.timeout, run).await {
             Ok(result) => result,
             Err(_) => Err(JobError::Retryable(format!("timed out after {} ms", job.timeout.as_millis()))),
         };
+        metrics::histogram!("job_duration_seconds", "queue" => job.queue.clone(), "type" => job.kind.clone())
+            .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => tracing::debug!("job succeeded"),
             Err(err) => tracing::warn!(error = %err, "job attempt failed"),

@@ -49,6 +49,9 @@ pub fn worker_id() -> String {
 
 /// Works until `shutdown` resolves, then drains and returns.
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    if config.metrics_addr.is_some() {
+        shared::telemetry::install_metrics(config.metrics_addr);
+    }
     let url = &config.redis.redis_url;
     let keys = Keys::new(&config.redis.redis_prefix);
     let mut conn = connect_with_retry(url, Some(Duration::from_secs(5))).await?;

@@ -33,7 +33,11 @@ async fn scheduled_jobs_run_on_time() {
     let requested = [(by_time, run_at), (by_delay, at(&delayed["created_at"]) + chrono::Duration::milliseconds(1200))];
     for (id, due) in requested {
         let record = system.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
-        assert_eq!(at(&record["scheduled_at"]).timestamp_millis(), due.timestamp_millis(), "the record keeps its due time");
+        assert_eq!(
+            at(&record["scheduled_at"]).timestamp_millis(),
+            due.timestamp_millis(),
+            "the record keeps its due time"
+        );
         let lateness = at(&record["started_at"]) - due;
         assert!(lateness >= chrono::Duration::zero(), "started {lateness} early");
         assert!(lateness <= chrono::Duration::seconds(1), "started {lateness} late");

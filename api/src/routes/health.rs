@@ -6,13 +6,34 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::openapi::{Health, Readiness};
 
 /// `GET /healthz` — the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is up.", body = Health, example = json!({"status": "ok"})))
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz` — Redis answers and its schema is the one this binary expects.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Redis answers with the expected schema version.", body = Readiness,
+            example = json!({"status": "ready"})),
+        (status = 503, description = "Not ready; `message` says why (Redis not reached since start-up, \
+            unreachable, or a schema mismatch).", body = Readiness,
+            example = json!({"status": "not_ready", "code": "unavailable", "message": "redis not reachable yet: …"})),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let checked = match state.store() {
         Ok(store) => {

@@ -9,14 +9,38 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use shared::model::{JobRecord, JobStatus, from_millis};
-use shared::store::{CancelOutcome, EnqueueOutcome, IdempotencyClaim, ListFilter, NewJob, RetryOutcome};
+use shared::store::{CancelOutcome, EnqueueOutcome, IdempotencyClaim, JobPage, ListFilter, NewJob, RetryOutcome};
 
 use crate::AppState;
-use crate::error::ApiError;
-use crate::submit::{self, BatchRequest, JobRequest, MAX_BATCH};
+use crate::error::{ApiError, PROBLEM_JSON as PROBLEM, Problem};
+use crate::openapi::{BatchAccepted, JobEvents};
+use crate::submit::{self, BatchRequest, IdempotencyKeyHeader, JobRequest, MAX_BATCH};
 use crate::tenant::Tenant;
 
 /// `POST /v1/jobs` — validates and enqueues one job: 202 with its record.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "Submit one job",
+    params(IdempotencyKeyHeader),
+    request_body(content = JobRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Enqueued (or replayed for a repeated Idempotency-Key): the record.",
+            body = JobRecord, headers(
+                ("location" = String, description = "`/v1/jobs/{id}`"),
+                ("idempotent-replayed" = String, description = "`true` when this answers an earlier request"),
+            )),
+        (status = 400, description = "`malformed_json`, or `bad_parameter` for the Idempotency-Key.",
+            body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`validation_failed` (with `field`), `unknown_type` or `idempotency_key_reused`.",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`: nothing was stored; retry (`Retry-After`).",
+            body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn create_job(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -40,6 +64,28 @@ pub async fn create_job(
 
 /// `POST /v1/jobs/batch` — up to 1,000 jobs, validated all-or-nothing, enqueued
 /// in one round trip: 202 with the ids in order.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/batch",
+    tag = "jobs",
+    summary = "Submit up to 1,000 jobs, all or nothing",
+    params(IdempotencyKeyHeader),
+    request_body(content = BatchRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "All enqueued (or replayed): their ids, in request order.",
+            body = BatchAccepted, headers(
+                ("idempotent-replayed" = String, description = "`true` when this answers an earlier request"),
+            )),
+        (status = 400, description = "`malformed_json`, or `bad_parameter` for the Idempotency-Key.",
+            body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "A job is invalid (`field` such as `jobs[7].payload.ms`), 0 or over 1,000 jobs, \
+            or `idempotency_key_reused`. Nothing was stored.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`: nothing was stored; retry (`Retry-After`).",
+            body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn create_batch(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -71,6 +117,19 @@ pub async fn create_batch(
 }
 
 /// `GET /v1/jobs/{id}` — the record.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "Read a job",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The record.", body = JobRecord),
+        (status = 404, description = "`not_found`: unknown, another tenant's, or deleted after retention.",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -81,6 +140,18 @@ pub async fn get_job(
 }
 
 /// `GET /v1/jobs/{id}/events` — the job's status history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    summary = "A job's status history",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Transitions, oldest first.", body = JobEvents),
+        (status = 404, description = "`not_found`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn get_job_events(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -90,17 +161,42 @@ pub async fn get_job_events(
     Ok(Json(json!({ "job_id": id, "events": history })))
 }
 
-#[derive(Debug, Deserialize)]
+/// Read as text, so a bad value gets this API's 400 rather than axum's rejection;
+/// the `#[param]` types say what is accepted.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs on this queue.
     queue: Option<String>,
+    /// Only jobs of this type.
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// Page size, 1–500; default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// `next_cursor` from the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /v1/jobs?status=&queue=&type=&limit=&cursor=` — newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "List jobs, newest first",
+    description = "Each request examines at most 2,000 index entries, so a narrow filter can return a short \
+        page that still has a `next_cursor`: keep paging until it is `null`.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page.", body = JobPage),
+        (status = 400, description = "`bad_parameter`: `status` or `limit` (named in `field`).",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn list_jobs(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -124,6 +220,22 @@ pub async fn list_jobs(
 
 /// `POST /v1/jobs/{id}/cancel` — cancels a waiting job (200), or flags a running
 /// one (202; it will not be retried and its handler can see the flag).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a job",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Was queued, scheduled or retrying: now `cancelled`.", body = JobRecord),
+        (status = 202, description = "Is running: flagged (`cancel_requested`), never retried; its handler \
+            sees the flag at the next heartbeat.", body = JobRecord),
+        (status = 404, description = "`not_found`", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`invalid_state`: already succeeded, failed or cancelled.",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn cancel_job(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -140,6 +252,20 @@ pub async fn cancel_job(
 }
 
 /// `POST /v1/jobs/{id}/retry` — a failed or cancelled job runs again with a fresh attempt budget.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    summary = "Run a failed or cancelled job again",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Queued again with `attempts` 0.", body = JobRecord),
+        (status = 404, description = "`not_found`", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`invalid_state`: neither failed nor cancelled.",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn retry_job(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(crate::openapi::router())
         .layer(DefaultBodyLimit::max(limit))
         .layer(
             ServiceBuilder::new()

@@ -52,6 +52,7 @@ struct Attempt {
     id: String,
     meta: String,
     queue: String,
+    kind: String,
     attempt: u32,
     max_attempts: u32,
     backoff: Backoff,
@@ -77,6 +78,7 @@ where
             id: job.id.clone(),
             meta: job.meta.clone(),
             queue: job.queue.clone(),
+            kind: job.kind.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             backoff: job.backoff,
@@ -132,6 +134,13 @@ fn outcome<T: serde::Serialize>(attempt: Attempt, result: &Result<T, BoxDynError
             kind = OutcomeKind::Fail;
         }
     }
+    let label = match kind {
+        OutcomeKind::Succeeded => "succeeded",
+        OutcomeKind::Retry => "retried",
+        OutcomeKind::Fail => "failed",
+    };
+    metrics::counter!("jobs_attempts_total", "queue" => attempt.queue.clone(), "type" => attempt.kind, "outcome" => label)
+        .increment(1);
     Outcome {
         id: attempt.id,
         meta: attempt.meta,

@@ -57,6 +57,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
                         retry_delay = Duration::from_millis(50);
                     }
                     Err(err) => {
+                        metrics::counter!("redis_errors_total", "op" => "ack").increment(1);
                         tracing::warn!(error = %err, pending = pending.len(), "cannot record outcomes yet; retrying");
                         flush_at = Some(Instant::now() + retry_delay);
                         retry_delay = (retry_delay * 2).min(Duration::from_secs(2));
@@ -71,7 +72,10 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
             _ = reap.tick() => {
                 match reap_expired(&inner).await {
                     Ok(0) => {}
-                    Ok(reaped) => tracing::warn!(reaped, "took back jobs whose lease expired"),
+                    Ok(reaped) => {
+                        metrics::counter!("jobs_reaped_total").increment(reaped as u64);
+                        tracing::warn!(reaped, "took back jobs whose lease expired");
+                    }
                     Err(err) => tracing::warn!(error = %err, "reaping failed"),
                 }
             }
@@ -131,7 +135,9 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
                 .arg(&outcome.text);
         }
         let stale: usize = call.invoke_async(&mut inner.conn.clone()).await?;
+        metrics::counter!("jobs_acked_total").increment((chunk.len() - stale) as u64);
         if stale > 0 {
+            metrics::counter!("jobs_stale_outcomes_total").increment(stale as u64);
             tracing::warn!(stale, "outcomes arrived after their lease was lost and were ignored");
         }
         let mut leases = inner.leases();

@@ -34,6 +34,7 @@ pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
         }
         match claim(&inner).await {
             Ok(Claim::Jobs(jobs)) => {
+                metrics::counter!("jobs_claimed_total").increment(jobs.len() as u64);
                 hold(&inner, &jobs);
                 return jobs;
             }
@@ -54,6 +55,7 @@ pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
                 }
             }
             Err(err) => {
+                metrics::counter!("redis_errors_total", "op" => "claim").increment(1);
                 tracing::warn!(error = %err, retry_in_ms = error_delay.as_millis() as u64, "claim failed; retrying");
                 tokio::select! {
                     _ = stop.changed() => return Vec::new(),

@@ -1,0 +1,124 @@
+//! The OpenAPI 3.1 document, served at `GET /openapi.json`, and Swagger UI at
+//! `/docs`. The document is generated from the handlers' `#[utoipa::path]`
+//! attributes and the `ToSchema` derives on the types they read and write, so
+//! the contract is written next to the code that implements it.
+//!
+//! Swagger UI is compiled into the binary (`utoipa-swagger-ui`'s `vendored`
+//! feature): the docs page loads nothing from another host.
+
+use axum::Router;
+use shared::model::{HistoryEntry, JobRecord, JobStatus};
+use shared::store::{JobPage, QueueStats, WorkerInfo};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::error::Problem;
+use crate::routes::{health, jobs, queues};
+use crate::submit::{BatchRequest, JobRequest};
+
+/// Where the document is served.
+pub const SPEC_PATH: &str = "/openapi.json";
+/// Where Swagger UI is served (`/docs` redirects to `/docs/`).
+pub const DOCS_PATH: &str = "/docs";
+
+const DESCRIPTION: &str = "\
+A durable job queue: submit jobs over HTTP, workers run them from Redis with retries, \
+timeouts, scheduling and cancellation.
+
+- Request bodies are `application/json` (or sent without a `Content-Type`).
+- `POST` routes that create jobs accept an `Idempotency-Key` header.
+- Every error is `application/problem+json` (the `Problem` schema); clients switch on its `code`.
+- Every request acts for tenant `default` until authentication lands; records, listings and \
+idempotency keys are scoped by tenant.";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "durable-jobs", version = env!("CARGO_PKG_VERSION"), description = DESCRIPTION),
+    paths(
+        jobs::create_job,
+        jobs::list_jobs,
+        jobs::create_batch,
+        jobs::get_job,
+        jobs::get_job_events,
+        jobs::cancel_job,
+        jobs::retry_job,
+        queues::list_queues,
+        health::healthz,
+        health::readyz,
+    ),
+    components(schemas(
+        JobRequest,
+        BatchRequest,
+        JobRecord,
+        JobStatus,
+        HistoryEntry,
+        JobPage,
+        BatchAccepted,
+        JobEvents,
+        QueueStats,
+        WorkerInfo,
+        QueuesOverview,
+        Health,
+        Readiness,
+        Problem,
+    )),
+    tags(
+        (name = "jobs", description = "Submit, read, list, cancel and retry jobs."),
+        (name = "queues", description = "Queue counts and live workers."),
+        (name = "health", description = "Liveness and readiness probes."),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json` and Swagger UI under `/docs`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    // `validator_url("none")`: Swagger UI would otherwise fetch a badge from swagger.io.
+    let config = Config::new([SPEC_PATH]).validator_url("none");
+    SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, ApiDoc::openapi()).config(config).into()
+}
+
+// Bodies the handlers build with `json!`, described here for the document
+// (`worker/tests/openapi.rs` checks real answers against them).
+
+/// `POST /v1/jobs/batch` answer.
+#[derive(ToSchema)]
+pub struct BatchAccepted {
+    /// The new (or replayed) job ids, in request order.
+    pub ids: Vec<String>,
+}
+
+/// `GET /v1/jobs/{id}/events` answer.
+#[derive(ToSchema)]
+pub struct JobEvents {
+    pub job_id: String,
+    /// Oldest first.
+    pub events: Vec<HistoryEntry>,
+}
+
+/// `GET /v1/queues` answer.
+#[derive(ToSchema)]
+pub struct QueuesOverview {
+    pub queues: Vec<QueueStats>,
+    /// Workers that sent a heartbeat within the last 3 leases.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// `GET /healthz` answer.
+#[derive(ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz` answer.
+#[derive(ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// `unavailable` when not ready.
+    #[schema(nullable = false)]
+    pub code: Option<String>,
+    /// Why it is not ready.
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+}

@@ -64,6 +64,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// not, the router is returned anyway: it answers 503 (and /readyz says why)
 /// while a background task keeps connecting and then sets up the store.
 pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
+    routes::metrics::recorder();
     let state = AppState {
         store: Arc::default(),
         problem: Arc::new(Mutex::new("connecting to redis".into())),

@@ -34,3 +34,23 @@ async fn a_worker_counts_attempts_by_outcome_and_times_jobs() {
     assert_eq!(sample(&page, "jobs_claimed_total"), Some(4.0), "{page}");
     assert_eq!(sample(&page, r#"job_duration_seconds_count{queue="default",type="noop"}"#), Some(3.0), "{page}");
 }
+
+#[tokio::test]
+async fn the_api_exposes_request_counts_enqueues_and_queue_depths() {
+    let system = System::start().await;
+    system.submit(json!({"type": "noop"})).await;
+    system.submit(json!({"type": "noop", "queue": "reports"})).await;
+    system.post("/v1/jobs", &json!({"type": "teleport"}), &[]).await;
+    let id = system.submit(json!({"type": "noop"})).await;
+    system.job(&id).await;
+
+    let page = system.http.get(system.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&page, r#"jobs_enqueued_total{queue="default",type="noop"}"#), Some(2.0), "{page}");
+    assert_eq!(sample(&page, r#"jobs_enqueued_total{queue="reports",type="noop"}"#), Some(1.0));
+    assert_eq!(sample(&page, r#"http_requests_total{method="POST",path="/v1/jobs",status="202"}"#), Some(3.0));
+    assert_eq!(sample(&page, r#"http_requests_total{method="POST",path="/v1/jobs",status="422"}"#), Some(1.0));
+    // Requests are labelled by route, not by job id.
+    assert_eq!(sample(&page, r#"http_requests_total{method="GET",path="/v1/jobs/{id}",status="200"}"#), Some(1.0));
+    assert_eq!(sample(&page, r#"queue_jobs{queue="default",status="queued"}"#), Some(2.0));
+    assert_eq!(sample(&page, r#"queue_jobs{queue="reports",status="queued"}"#), Some(1.0));
+}

@@ -52,7 +52,10 @@ pub async fn create_job(
     let job = submit::validate(&state.registry, &tenant, request, "")?;
     let claim = idempotency(&headers, "jobs", &body)?;
     match state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref()).await? {
-        EnqueueOutcome::Created { at_ms } => Ok(accepted(&new_record(job, at_ms), false)),
+        EnqueueOutcome::Created { at_ms } => {
+            count_enqueued(std::slice::from_ref(&job));
+            Ok(accepted(&new_record(job, at_ms), false))
+        }
         EnqueueOutcome::Replayed { ids } => {
             let id = ids.into_iter().next().unwrap_or_default();
             let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
@@ -105,7 +108,10 @@ pub async fn create_batch(
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
     let claim = idempotency(&headers, "batch", &body)?;
     let (ids, replayed) = match state.store()?.enqueue(&jobs, claim.as_ref()).await? {
-        EnqueueOutcome::Created { .. } => (jobs.into_iter().map(|j| j.id).collect(), false),
+        EnqueueOutcome::Created { .. } => {
+            count_enqueued(&jobs);
+            (jobs.into_iter().map(|j| j.id).collect(), false)
+        }
         EnqueueOutcome::Replayed { ids } => (ids, true),
         EnqueueOutcome::KeyReused => return Err(ApiError::IdempotencyKeyReused),
     };
@@ -306,6 +312,12 @@ fn idempotency(headers: &HeaderMap, route: &str, body: &[u8]) -> Result<Option<I
         message: "use printable ASCII".into(),
     })?;
     Ok(Some(IdempotencyClaim { key: submit::idempotency_key(raw)?, fingerprint: submit::fingerprint(route, body) }))
+}
+
+fn count_enqueued(jobs: &[NewJob]) {
+    for job in jobs {
+        metrics::counter!("jobs_enqueued_total", "queue" => job.queue.clone(), "type" => job.kind.clone()).increment(1);
+    }
 }
 
 fn accepted(record: &JobRecord, replayed: bool) -> Response {

@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod queues;
 
 use std::time::Duration;
@@ -37,7 +38,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::get_metrics))
         .merge(crate::openapi::router())
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(limit))
         .layer(
             ServiceBuilder::new()

@@ -1,0 +1,64 @@
+//! `GET /metrics` in the Prometheus text format, and the middleware that counts
+//! and times every request by route.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::AppState;
+
+/// The process's recorder: one per process, shared by every API instance in it.
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder on first use.
+pub fn recorder() -> Option<&'static PrometheusHandle> {
+    RECORDER.get_or_init(|| shared::telemetry::install_metrics(None)).as_ref()
+}
+
+/// Counts and times each request under its route pattern (not the raw path,
+/// which would make one series per job id).
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let path =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics` — request and enqueue counters, plus queue depths and live
+/// workers read from Redis at scrape time (skipped while Redis is away).
+pub async fn get_metrics(State(state): State<AppState>) -> Response {
+    let Some(recorder) = recorder() else {
+        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response();
+    };
+    if let Ok(store) = state.store() {
+        if let Ok(queues) = store.queue_stats().await {
+            for q in queues {
+                for (status, count) in [
+                    ("queued", q.queued),
+                    ("scheduled", q.scheduled),
+                    ("running", q.running),
+                    ("retrying", q.retrying),
+                    ("failed", q.failed),
+                ] {
+                    metrics::gauge!("queue_jobs", "queue" => q.name.clone(), "status" => status).set(count as f64);
+                }
+            }
+        }
+        if let Ok(workers) = store.workers().await {
+            metrics::gauge!("workers_live").set(workers.len() as f64);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], recorder.render()).into_response()
+}

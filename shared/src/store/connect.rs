@@ -1,0 +1,36 @@
+//! Connections to Redis that reconnect by themselves.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::error::{StoreError, StoreResult};
+
+/// Opens a reconnecting, multiplexed connection. Commands fail fast (and the
+/// manager reconnects in the background) while Redis is away.
+pub async fn connect(url: &str, response_timeout: Option<Duration>) -> StoreResult<ConnectionManager> {
+    let client = redis::Client::open(url).map_err(StoreError::Redis)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+/// Waits until Redis answers, logging while it does not. Used at start-up so a
+/// process started before its Redis carries on by itself.
+pub async fn connect_with_retry(url: &str, response_timeout: Option<Duration>) -> StoreResult<ConnectionManager> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match connect(url, response_timeout).await {
+            Ok(conn) => return Ok(conn),
+            Err(StoreError::Unavailable(err)) => {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "redis not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}

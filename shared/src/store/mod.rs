@@ -1,0 +1,214 @@
+//! `JobStore`: the API's side of the Redis data model — enqueue, read, list,
+//! cancel, retry, queue statistics. Every write is one script call.
+//!
+//! - `connect.rs` — reconnecting connections;
+//! - `types.rs` — what goes in and comes out;
+//! - `enqueue.rs` — building the ENQUEUE call;
+//! - `listing.rs` — paging through a tenant's index.
+
+mod connect;
+mod enqueue;
+mod listing;
+mod types;
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+pub use connect::{connect, connect_with_retry};
+pub use types::*;
+
+use crate::error::{StoreError, StoreResult};
+use crate::keys::Keys;
+use crate::model::{HistoryEntry, JobRecord, JobStatus, from_millis};
+use crate::scripts;
+
+/// Retention and trimming settings every writer applies.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub prefix: String,
+    /// How long a succeeded record is kept.
+    pub succeeded_ttl: Duration,
+    /// How long a failed or cancelled record is kept.
+    pub failed_ttl: Duration,
+    /// How long an Idempotency-Key stays claimed.
+    pub idempotency_ttl: Duration,
+    /// Approximate cap on the events stream, in entries.
+    pub events_maxlen: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "jobs".into(),
+            succeeded_ttl: Duration::from_secs(24 * 3600),
+            failed_ttl: Duration::from_secs(7 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            events_maxlen: 100_000,
+        }
+    }
+}
+
+/// The API's handle on the job data. Cheap to clone.
+#[derive(Clone)]
+pub struct JobStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    config: StoreConfig,
+}
+
+impl JobStore {
+    pub fn new(conn: ConnectionManager, config: StoreConfig) -> Self {
+        Self { keys: Keys::new(&config.prefix), conn, config }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A job of `tenant` with its history; `None` if unknown, expired or another tenant's.
+    pub async fn get(&self, tenant: &str, id: &str) -> StoreResult<Option<(JobRecord, Vec<HistoryEntry>)>> {
+        Ok(self
+            .records(std::slice::from_ref(&id.to_owned()))
+            .await?
+            .pop()
+            .flatten()
+            .filter(|(r, _)| r.tenant == tenant))
+    }
+
+    /// Reads records with their histories in one round trip; `None` for those gone.
+    async fn records(&self, ids: &[String]) -> StoreResult<Vec<Option<(JobRecord, Vec<HistoryEntry>)>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reply: Vec<Option<String>> = scripts::READ
+            .key(self.keys.spec())
+            .arg(self.keys.tag())
+            .arg(ids)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(reply.chunks(3))
+            .map(|(id, columns)| {
+                let (spec, state) = (columns.first()?.as_deref()?, columns.get(1)?.as_deref()?);
+                let result = columns.get(2).and_then(|r| r.as_deref());
+                let found = JobRecord::from_columns(id, spec, state, result);
+                if found.is_none() {
+                    tracing::error!(job.id = %id, "damaged job record");
+                }
+                found
+            })
+            .collect())
+    }
+
+    /// Cancels a waiting job or flags a running one.
+    pub async fn cancel(&self, tenant: &str, id: &str) -> StoreResult<CancelOutcome> {
+        let reply: Vec<String> = scripts::CANCEL
+            .key(self.keys.state())
+            .arg(self.keys.tag())
+            .arg(id)
+            .arg(tenant)
+            .arg(self.config.events_maxlen)
+            .arg(self.config.failed_ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("cancelled") => CancelOutcome::Cancelled,
+            Some("flagged") => CancelOutcome::Flagged,
+            Some("conflict") => CancelOutcome::Conflict(status_at(&reply)?),
+            _ => CancelOutcome::NotFound,
+        })
+    }
+
+    /// Queues a failed or cancelled job again with a fresh attempt budget.
+    pub async fn retry(&self, tenant: &str, id: &str) -> StoreResult<RetryOutcome> {
+        let reply: Vec<String> = scripts::RETRY
+            .key(self.keys.state())
+            .arg(self.keys.tag())
+            .arg(id)
+            .arg(tenant)
+            .arg(self.config.events_maxlen)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("queued") => RetryOutcome::Queued,
+            Some("conflict") => RetryOutcome::Conflict(status_at(&reply)?),
+            _ => RetryOutcome::NotFound,
+        })
+    }
+
+    /// Counts per queue, in one pipelined round trip after the queue list.
+    pub async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+        let mut conn = self.conn.clone();
+        let mut names: Vec<String> = conn.smembers(self.keys.queues()).await?;
+        names.sort();
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.llen(self.keys.ready(name))
+                .zcard(self.keys.scheduled(name))
+                .hlen(self.keys.running(name))
+                .zcard(self.keys.retry(name))
+                .zcard(self.keys.failed(name));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(names
+            .into_iter()
+            .zip(counts.chunks(5))
+            .map(|(name, c)| QueueStats {
+                name,
+                queued: c[0],
+                scheduled: c[1],
+                running: c[2],
+                retrying: c[3],
+                failed: c[4],
+            })
+            .collect())
+    }
+
+    /// Workers that sent a heartbeat recently, with their last heartbeat.
+    pub async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        let mut conn = self.conn.clone();
+        let live: Vec<(String, f64)> = conn.zrange_withscores(self.keys.workers(), 0, -1).await?;
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = live.iter().map(|(id, _)| self.keys.worker(id)).collect();
+        let infos: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
+        Ok(live
+            .into_iter()
+            .zip(infos)
+            .filter_map(|((_, beat), info)| {
+                let mut worker: WorkerInfo = serde_json::from_str(&info?).ok()?;
+                worker.last_heartbeat = Some(from_millis(beat as i64));
+                Some(worker)
+            })
+            .collect())
+    }
+
+    /// PING: is Redis answering?
+    pub async fn ping(&self) -> StoreResult<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+}
+
+fn string_at(reply: &[redis::Value], index: usize) -> StoreResult<String> {
+    reply
+        .get(index)
+        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("script reply lacks field {index}")))
+}
+
+fn status_at(reply: &[String]) -> StoreResult<JobStatus> {
+    reply.get(1).and_then(|s| s.parse().ok()).ok_or_else(|| StoreError::Corrupt("script reply lacks a status".into()))
+}

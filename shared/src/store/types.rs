@@ -1,0 +1,108 @@
+//! What the store takes and gives: new jobs, outcomes, filters, pages, stats.
+
+use serde::Serialize;
+
+use crate::model::{JobRecord, JobStatus};
+
+/// A job to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub tenant: String,
+    pub kind: String,
+    pub queue: String,
+    /// The payload as JSON text.
+    pub payload: String,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    /// When to run, in ms since the epoch; 0 = now.
+    pub run_at_ms: i64,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+}
+
+/// An `Idempotency-Key` to claim together with the jobs it creates.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// A hash of the request, to tell a replay from a reuse with another body.
+    pub fingerprint: String,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnqueueOutcome {
+    /// The jobs were created at this server time (ms).
+    Created { at_ms: i64 },
+    /// The key was already claimed by the same request: these jobs, nothing new.
+    Replayed { ids: Vec<String> },
+    /// The key was already claimed by a different request.
+    KeyReused,
+}
+
+/// Outcome of a cancel request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// The job is running: it was flagged, and will not be retried.
+    Flagged,
+    Conflict(JobStatus),
+    NotFound,
+}
+
+/// Outcome of a retry request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOutcome {
+    Queued,
+    Conflict(JobStatus),
+    NotFound,
+}
+
+/// Filters for listing jobs.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<JobStatus>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Per-queue counts.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct QueueStats {
+    pub name: String,
+    pub queued: u64,
+    pub scheduled: u64,
+    pub running: u64,
+    pub retrying: u64,
+    pub failed: u64,
+}
+
+/// A live worker, as registered by its heartbeat.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Queues it serves; empty = all.
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    pub last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ListFilter {
+    pub(super) fn matches(&self, record: &JobRecord) -> bool {
+        self.status.is_none_or(|s| s == record.status)
+            && self.queue.as_deref().is_none_or(|q| q == record.queue)
+            && self.kind.as_deref().is_none_or(|k| k == record.kind)
+    }
+}

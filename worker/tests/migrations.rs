@@ -128,3 +128,19 @@ async fn a_migration_edited_after_it_was_applied_is_refused() {
     let run = migrate::run(&mut conn, &keys).await;
     assert!(matches!(&run, Err(StoreError::MigrationEdited { name }) if name == "0001_init"), "{run:?}");
 }
+
+#[tokio::test]
+async fn the_migrate_subcommand_applies_the_schema_and_exits_0() {
+    let redis = RedisServer::start();
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg("migrate")
+        .env("REDIS_URL", redis.url())
+        .env("REDIS_PREFIX", "cli")
+        .env("RUST_LOG", "warn")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut conn = connect(&redis).await;
+    assert_eq!(migrate::current(&mut conn, &Keys::new("cli")).await.unwrap(), migrate::latest());
+}

@@ -228,6 +228,28 @@ async fn succeeded_records_expire_and_failed_ones_are_kept_longer() {
 }
 
 #[tokio::test]
+async fn the_events_stream_is_trimmed_and_idempotency_keys_expire() {
+    let system = System::start_with(|c| {
+        c.retention.events_maxlen = 100;
+        c.retention.idempotency_ttl_secs = 600;
+    })
+    .await;
+    // Every single submission appends one stream entry.
+    for n in 0..400 {
+        let key = format!("k-{n}");
+        let (status, _, _) = system.post("/v1/jobs", &json!({"type": "noop"}), &[("idempotency-key", &key)]).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let mut conn = system.redis_conn().await;
+    let keys = shared::keys::Keys::new(&system.prefix);
+    let length: u64 = redis::cmd("XLEN").arg(keys.events()).query_async(&mut conn).await.unwrap();
+    // MAXLEN ~ trims whole stream nodes (100 entries each), so it may keep up to one node more.
+    assert!(length <= 200, "the events stream holds {length} entries");
+    let ttl: i64 = redis::cmd("TTL").arg(keys.idempotency("default", "k-7")).query_async(&mut conn).await.unwrap();
+    assert!((590..=600).contains(&ttl), "idempotency key ttl {ttl}");
+}
+
+#[tokio::test]
 async fn a_worker_serves_only_its_queues() {
     let system = System::start().await;
     let reports_worker = system.spawn_worker_with(|c| c.queues = vec!["reports".into()]);

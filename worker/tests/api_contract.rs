@@ -311,3 +311,30 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     // Meanwhile the server kept serving others.
     assert_eq!(system.get("/healthz").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn idempotency_holds_across_two_api_instances() {
+    let system = System::start().await;
+    let other = system.start_another_api().await;
+    let body = json!({"type": "noop"});
+    let requests = (0..40).map(|n| {
+        let base = if n % 2 == 0 { system.base.clone() } else { other.clone() };
+        let (http, body) = (system.http.clone(), body.clone());
+        async move {
+            let response = http
+                .post(format!("{base}/v1/jobs"))
+                .header("idempotency-key", "shared-key")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        }
+    });
+    let mut ids = futures::future::join_all(requests).await;
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one job for one key, whichever instance answered");
+    let (_, list) = system.get("/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+}

@@ -283,6 +283,17 @@ async fn queues_report_counts_and_live_workers() {
 }
 
 #[tokio::test]
+async fn demo_job_types_can_be_turned_off() {
+    let system = System::start_with(|c| c.demo.demo_jobs = false).await;
+    for kind in ["noop", "sleep", "fail"] {
+        let (status, body, _) = system.post("/v1/jobs", &json!({"type": kind}), &[]).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_type")), "{kind}");
+    }
+    let mail = json!({"type": "email.send", "payload": {"to": "a@example.com", "subject": "s", "text": "t"}});
+    assert_eq!(system.post("/v1/jobs", &mail, &[]).await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
 async fn health_and_readiness_are_open() {
     let system = System::start().await;
     assert_eq!(system.get("/healthz").await.0, StatusCode::OK);

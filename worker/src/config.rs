@@ -49,7 +49,8 @@ pub struct WorkerConfig {
     /// Seconds running jobs get to finish after SIGTERM before they are handed back.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", value_name = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
-    /// Most jobs claimed per round trip (default: the concurrency, at most 200).
+    /// Most jobs claimed per round trip; a worker claims only as many as it has free
+    /// slots (default: the concurrency, at most 200).
     #[arg(long, env = "CLAIM_BATCH", value_name = "CLAIM_BATCH", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub claim_batch: Option<u32>,
     /// Where to serve Prometheus metrics (`GET /metrics`); unset = no metrics endpoint.

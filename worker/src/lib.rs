@@ -72,6 +72,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     let settings = BackendSettings {
         worker: worker.clone(),
         lease: config.lease(),
+        concurrency: config.concurrency as usize,
         claim_batch: config.claim_batch(),
         ack_batch: 500,
         ack_delay: Duration::from_millis(1),

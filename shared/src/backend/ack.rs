@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 use tower::{Layer, Service};
 
-use super::{AckMsg, ClaimedJob, Outcome, OutcomeKind};
+use super::{AckMsg, ClaimedJob, Inner, Outcome, OutcomeKind};
 use crate::backoff::Backoff;
 use crate::events::one_line;
 use crate::jobs::JobError;
@@ -25,11 +27,12 @@ const MAX_ERROR_LEN: usize = 2_000;
 #[derive(Clone)]
 pub struct AckLayer {
     tx: mpsc::UnboundedSender<AckMsg>,
+    inner: Arc<Inner>,
 }
 
 impl AckLayer {
-    pub(super) fn new(tx: mpsc::UnboundedSender<AckMsg>) -> Self {
-        Self { tx }
+    pub(super) fn new(tx: mpsc::UnboundedSender<AckMsg>, inner: Arc<Inner>) -> Self {
+        Self { tx, inner }
     }
 }
 
@@ -37,7 +40,7 @@ impl<S> Layer<S> for AckLayer {
     type Service = AckService<S>;
 
     fn layer(&self, inner: S) -> AckService<S> {
-        AckService { inner, tx: self.tx.clone() }
+        AckService { inner, tx: self.tx.clone(), backend: self.inner.clone() }
     }
 }
 
@@ -45,6 +48,7 @@ impl<S> Layer<S> for AckLayer {
 pub struct AckService<S> {
     inner: S,
     tx: mpsc::UnboundedSender<AckMsg>,
+    backend: Arc<Inner>,
 }
 
 /// What the acker needs to know about the attempt once it ends.
@@ -83,7 +87,12 @@ where
             max_attempts: job.max_attempts,
             backoff: job.backoff,
         };
-        AckFuture { inner: self.inner.call(task), attempt: Some(attempt), tx: self.tx.clone() }
+        AckFuture {
+            inner: self.inner.call(task),
+            attempt: Some(attempt),
+            tx: self.tx.clone(),
+            running: Running(self.backend.clone()),
+        }
     }
 }
 
@@ -93,6 +102,17 @@ pin_project! {
         inner: F,
         attempt: Option<Attempt>,
         tx: mpsc::UnboundedSender<AckMsg>,
+        running: Running,
+    }
+}
+
+/// Counts one running job for as long as it lives, however its future ends
+/// (finished, or dropped when the shutdown grace runs out).
+struct Running(Arc<Inner>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -23,16 +23,16 @@ enum Claim {
     },
 }
 
-/// Claims the next batch, waiting as long as it takes. Returns empty only when
+/// Claims the next batch of up to `limit` jobs, waiting as long as it takes. Returns empty only when
 /// the backend is stopping. Redis errors are retried here, never surfaced.
-pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
+pub(super) async fn next_batch(inner: Arc<Inner>, limit: usize) -> Vec<ClaimedJob> {
     let mut stop = inner.stop.subscribe();
     let mut error_delay = Duration::from_millis(100);
     loop {
         if *stop.borrow_and_update() {
             return Vec::new();
         }
-        match claim(&inner).await {
+        match claim(&inner, limit).await {
             Ok(Claim::Jobs(jobs)) => {
                 metrics::counter!("jobs_claimed_total").increment(jobs.len() as u64);
                 hold(&inner, &jobs);
@@ -81,13 +81,10 @@ async fn wait_for_wake(inner: &Inner, after: &str, wait: Duration) -> Result<(),
     Ok(())
 }
 
-async fn claim(inner: &Inner) -> Result<Claim, StoreError> {
+async fn claim(inner: &Inner, limit: usize) -> Result<Claim, StoreError> {
     let settings = &inner.settings;
     let mut call = scripts::CLAIM.key(inner.keys.wake());
-    call.arg(inner.keys.tag())
-        .arg(settings.lease.as_millis() as u64)
-        .arg(settings.claim_batch)
-        .arg(settings.store.events_maxlen);
+    call.arg(inner.keys.tag()).arg(settings.lease.as_millis() as u64).arg(limit).arg(settings.store.events_maxlen);
     for queue in inner.queue_args() {
         call.arg(queue);
     }

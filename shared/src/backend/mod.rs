@@ -2,8 +2,9 @@
 //! `BackendConfig` over the data model in `keys.rs`.
 //!
 //! Shape (see `scripts/*.lua` for each step):
-//! - `poll_next` serves jobs from a local buffer, refilled by one CLAIM of up to
-//!   `claim_batch` jobs. When nothing is ready it blocks on the wake stream (on
+//! - `poll_next` serves jobs from a local buffer, refilled by one CLAIM of as
+//!   many jobs as there are free slots (at most `claim_batch`), so a busy worker
+//!   never hoards jobs that an idle one could run. When nothing is ready it blocks on the wake stream (on
 //!   its own connection) from the id CLAIM returned, so no enqueue in between is
 //!   missed, and for no longer than the next scheduled job is due.
 //! - Outcomes reach Redis through [`AckLayer`], the backend's layer, which the
@@ -21,7 +22,7 @@ mod fetch;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -70,7 +71,9 @@ pub struct BackendSettings {
     pub worker: WorkerInfo,
     /// Lease per running job; renewed every third of it.
     pub lease: Duration,
-    /// Most jobs one CLAIM takes (keep ≤ concurrency: buffered jobs hold leases).
+    /// Jobs run at once (the apalis concurrency limit).
+    pub concurrency: usize,
+    /// Most jobs one CLAIM takes.
     pub claim_batch: usize,
     /// Outcomes are flushed when this many are pending…
     pub ack_batch: usize,
@@ -146,6 +149,8 @@ struct Inner {
     /// Dedicated to XREAD BLOCK: a blocking command would stall a multiplexed pipe.
     blocking: ConnectionManager,
     leases: Mutex<HashMap<String, Lease>>,
+    /// Jobs handed to apalis whose handler has not finished.
+    running: AtomicUsize,
     stop: watch::Sender<bool>,
 }
 
@@ -249,6 +254,7 @@ impl RedisBackend {
             conn,
             blocking,
             leases: Mutex::new(HashMap::new()),
+            running: AtomicUsize::new(0),
             stop: watch::Sender::new(false),
         });
         let handle = BackendHandle { inner: inner.clone(), ack_tx: ack_tx.clone() };
@@ -277,6 +283,7 @@ impl Backend for RedisBackend {
     ) -> Poll<Option<Result<Self::Task, StoreError>>> {
         loop {
             if let Some(job) = self.buffer.pop_front() {
+                self.inner.running.fetch_add(1, Ordering::Relaxed);
                 let task = TaskBuilder::new(job.clone())
                     .task_id(TaskId::from_string(job.id))
                     .attempt(job.attempt as usize)
@@ -288,7 +295,10 @@ impl Backend for RedisBackend {
                 return Poll::Pending;
             }
             let inner = self.inner.clone();
-            let fetching = self.fetching.get_or_insert_with(|| Box::pin(fetch::next_batch(inner)));
+            let settings = &inner.settings;
+            let free = settings.concurrency.saturating_sub(inner.running.load(Ordering::Relaxed));
+            let limit = free.clamp(1, settings.claim_batch);
+            let fetching = self.fetching.get_or_insert_with(|| Box::pin(fetch::next_batch(inner, limit)));
             match fetching.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(jobs) => {
@@ -345,6 +355,6 @@ impl BackendConfig for RedisBackend {
     }
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> AckLayer {
-        AckLayer::new(self.ack_tx.clone())
+        AckLayer::new(self.ack_tx.clone(), self.inner.clone())
     }
 }

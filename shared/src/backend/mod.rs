@@ -3,10 +3,11 @@
 //!
 //! Shape (see `scripts/*.lua` for each step):
 //! - `poll_next` serves jobs from a local buffer, refilled by one CLAIM of as
-//!   many jobs as there are free slots (at most `claim_batch`), so a busy worker
-//!   never hoards jobs that an idle one could run. When nothing is ready it blocks on the wake stream (on
-//!   its own connection) from the id CLAIM returned, so no enqueue in between is
-//!   missed, and for no longer than the next scheduled job is due.
+//!   many jobs as there are free slots (at most `claim_batch`), so a busy
+//!   worker never hoards jobs that an idle one could run. When nothing is
+//!   ready it blocks on the wake stream (on its own connection) from the id
+//!   CLAIM returned, so no enqueue in between is missed, and for no longer
+//!   than the next scheduled job is due.
 //! - Outcomes reach Redis through [`AckLayer`], the backend's layer, which the
 //!   apalis Worker wraps around every handler call. A background task (the
 //!   acker) flushes them in batches, renews leases, and reaps expired ones.

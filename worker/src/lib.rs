@@ -60,34 +60,9 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     // The idle wait blocks for up to a second; give it room before timing out.
     let blocking = connect_with_retry(url, Some(Duration::from_secs(5))).await?;
 
-    let worker = WorkerInfo {
-        id: worker_id(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        pid: std::process::id(),
-        queues: config.queue_list(),
-        concurrency: config.concurrency as usize,
-        started_at: chrono::Utc::now(),
-        last_heartbeat: None,
-    };
-    let settings = BackendSettings {
-        worker: worker.clone(),
-        lease: config.lease(),
-        concurrency: config.concurrency as usize,
-        claim_batch: config.claim_batch(),
-        ack_batch: 500,
-        ack_delay: Duration::from_millis(1),
-        store: config.retention.store_config(&config.redis.redis_prefix),
-    };
-    let mailer = Mailer::new(&MailerConfig {
-        smtp_url: config.smtp_url.expose_secret().to_owned(),
-        from: config.mail_from.clone(),
-        timeout: Duration::from_secs(30),
-    })
-    .context("SMTP_URL is not a valid SMTP URL")?;
-    let app = Arc::new(App {
-        registry: Registry::standard(config.demo.demo_jobs),
-        services: Arc::new(Services { mailer: Some(mailer) }),
-    });
+    let settings = backend_settings(&config);
+    let app = build_app(&config)?;
+    let worker = &settings.worker;
     tracing::info!(worker.id = %worker.id, queues = ?worker.queues, concurrency = config.concurrency, "worker starting");
 
     let handles: Arc<Mutex<Vec<BackendHandle>>> = Arc::default();
@@ -138,4 +113,37 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+fn backend_settings(config: &WorkerConfig) -> BackendSettings {
+    BackendSettings {
+        worker: WorkerInfo {
+            id: worker_id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id(),
+            queues: config.queue_list(),
+            concurrency: config.concurrency as usize,
+            started_at: chrono::Utc::now(),
+            last_heartbeat: None,
+        },
+        lease: config.lease(),
+        concurrency: config.concurrency as usize,
+        claim_batch: config.claim_batch(),
+        ack_batch: 500,
+        ack_delay: Duration::from_millis(1),
+        store: config.retention.store_config(&config.redis.redis_prefix),
+    }
+}
+
+fn build_app(config: &WorkerConfig) -> anyhow::Result<Arc<App>> {
+    let mailer = Mailer::new(&MailerConfig {
+        smtp_url: config.smtp_url.expose_secret().to_owned(),
+        from: config.mail_from.clone(),
+        timeout: Duration::from_secs(30),
+    })
+    .context("SMTP_URL is not a valid SMTP URL")?;
+    Ok(Arc::new(App {
+        registry: Registry::standard(config.demo.demo_jobs),
+        services: Arc::new(Services { mailer: Some(mailer) }),
+    }))
 }

@@ -223,7 +223,7 @@ async fn workers_killed_over_and_over_lose_no_job() {
         ids.extend(batch["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()));
     }
     let env = [("CONCURRENCY", "16")];
-    let mut workers = vec![system.spawn_worker_process(&env), system.spawn_worker_process(&env)];
+    let mut workers = [system.spawn_worker_process(&env), system.spawn_worker_process(&env)];
     // Kill one worker mid-run every 300 ms, eight times, starting a fresh one each time.
     for round in 0..8 {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,4 +1,6 @@
 //! `worker` binary: parses the configuration and hands over to [`worker::run`].
+//! A first SIGTERM/SIGINT drains; a second one exits at once (leases then
+//! expire and other workers take the jobs back).
 
 use clap::Parser;
 use worker::config::{Cli, Command};
@@ -10,6 +12,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Migrate) => worker::migrate(&cli.config).await,
         Some(Command::Dev) => worker::dev::run(cli.config).await,
-        None => worker::run(cli.config, shared::shutdown::signal()).await,
+        None => {
+            let (first, drain) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                shared::shutdown::signal().await;
+                let _ = first.send(());
+                shared::shutdown::signal().await;
+                tracing::warn!("second shutdown signal: exiting without draining");
+                std::process::exit(130);
+            });
+            worker::run(cli.config, async move {
+                let _ = drain.await;
+            })
+            .await
+        }
     }
 }

@@ -242,3 +242,21 @@ async fn workers_killed_over_and_over_lose_no_job() {
     // At-least-once: jobs running when their worker died ran again; none was lost.
     assert!(reran > 0 && reran <= 8 * 16, "{reran} jobs ran more than once");
 }
+
+#[tokio::test]
+async fn a_second_sigterm_stops_a_draining_worker_at_once() {
+    let system = System::start().await;
+    let mut worker = system.spawn_worker_process(&[("SHUTDOWN_GRACE_SECS", "60")]);
+    let id = system.submit(json!({"type": "sleep", "payload": {"ms": 60_000}})).await;
+    system.wait_for_status(&id, "running", Duration::from_secs(10)).await;
+    assert!(worker.terminate(Duration::from_millis(500)).is_none(), "the first signal starts a drain");
+    let exit = worker.terminate(Duration::from_secs(5)).expect("the second signal ends the process");
+    assert_eq!(exit.code(), Some(130));
+    // The abandoned job is taken back once its lease expires.
+    let _rescuer = system.spawn_worker_process(&[]);
+    eventually(Duration::from_secs(15), "the job to run again", || async {
+        let record = system.job(&id).await;
+        (record["status"] == "running" && record["attempts"] == 2).then_some(())
+    })
+    .await;
+}

@@ -349,3 +349,48 @@ async fn idempotency_holds_across_two_api_instances() {
     let (_, list) = system.get("/v1/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_batch_mixing_queues_and_delays_files_each_job_where_it_belongs() {
+    let system = System::start().await;
+    let job = |queue: &str, delay: u64, ms: u64| json!({"type": "sleep", "queue": queue, "delay_ms": delay, "payload": {"ms": ms}});
+    let jobs =
+        vec![job("a", 0, 1), job("b", 60_000, 2), job("a", 60_000, 3), job("b", 0, 4), job("a", 0, 5), job("a", 0, 6)];
+    let (status, body, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let ids: Vec<String> = body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let expected = [
+        ("a", "queued", 1),
+        ("b", "scheduled", 2),
+        ("a", "scheduled", 3),
+        ("b", "queued", 4),
+        ("a", "queued", 5),
+        ("a", "queued", 6),
+    ];
+    for (id, (queue, status, ms)) in ids.iter().zip(expected) {
+        let record = system.job(id).await;
+        assert_eq!((record["queue"].as_str(), record["status"].as_str()), (Some(queue), Some(status)));
+        assert_eq!(record["payload"]["ms"], ms, "ids come back in request order");
+    }
+    let (_, queues) = system.get("/v1/queues").await;
+    let count = |name: &str, field: &str| {
+        queues["queues"].as_array().unwrap().iter().find(|q| q["name"] == name).map(|q| q[field].as_u64().unwrap())
+    };
+    assert_eq!((count("a", "queued"), count("a", "scheduled")), (Some(3), Some(1)));
+    assert_eq!((count("b", "queued"), count("b", "scheduled")), (Some(1), Some(1)));
+
+    // One slot: queue `a` runs in submission order.
+    let worker = system.spawn_worker_with(|c| {
+        c.queues = vec!["a".into()];
+        c.concurrency = 1;
+    });
+    let mut started = Vec::new();
+    for index in [0, 4, 5] {
+        let record = system.wait_for_status(&ids[index], "succeeded", Duration::from_secs(10)).await;
+        started.push(record["started_at"].as_str().unwrap().to_owned());
+    }
+    let mut sorted = started.clone();
+    sorted.sort();
+    assert_eq!(started, sorted, "first in, first out");
+    worker.shutdown().await.unwrap();
+}

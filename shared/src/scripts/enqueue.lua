@@ -1,16 +1,16 @@
 -- ENQUEUE: creates one or more jobs atomically, honouring an optional Idempotency-Key.
--- The caller builds every record string, so the script mostly hands ranges of
--- ARGV to HSET/RPUSH/ZADD: its cost hardly grows with the work per job.
+-- The caller builds every record string, and sends each job's strings once: the
+-- script files them into the columns, the tenant's index and the queues, reusing
+-- the argument strings, so its cost hardly grows with the work per job.
 -- KEYS[1]  the events stream (routes the call; every key shares its hash tag)
 -- ARGV[1]  tag `{prefix}`   ARGV[2] events maxlen
 -- ARGV[3]  idempotency key name ('' = none)   ARGV[4] request fingerprint
 -- ARGV[5]  idempotency ttl, seconds   ARGV[6] the ids, comma-separated (kept with the key)
--- ARGV[7]  the event lines, newline-separated   ARGV[8] job count n
--- ARGV[9..] sections, in order:
---   n × (id, spec)          n × (id, state with its first history line)
---   index groups:     g, then g × (tenant, k, k × (created_ms, id))
---   ready groups:     g, then g × (queue, k, k × id)
---   scheduled groups: g, then g × (queue, k, k × (due_ms, id))
+-- ARGV[7]  the event lines, newline-separated   ARGV[8] tenant   ARGV[9] created_ms
+-- ARGV[10] job count n
+-- ARGV[11..] n × (id, spec, state with its first history line), grouped by queue
+--   then g, and g ranges: queue, 'r' (ready) or 's' (scheduled), first job (0-based),
+--   count, and for 's' one due_ms per job.
 -- Returns {'created'} | {'replay', 'id1,id2,…'} | {'mismatch'}
 local tag, maxlen, idem_key = ARGV[1], ARGV[2], ARGV[3]
 
@@ -25,45 +25,39 @@ if idem_key ~= '' then
   end
 end
 
--- Calls `cmd key ARGV[from .. from+count-1]`, in chunks of whole `step`-tuples.
-local function range(cmd, key, from, count, step)
-  local last = from + count - 1
-  local chunk = 512 * step
-  for i = from, last, chunk do
-    redis.call(cmd, key, unpack(ARGV, i, math.min(i + chunk - 1, last)))
+local tenant, created, n = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local specs, states, index = {}, {}, {}
+for i = 0, n - 1 do
+  local at = 11 + 3 * i
+  local id = ARGV[at]
+  specs[2 * i + 1], specs[2 * i + 2] = id, ARGV[at + 1]
+  states[2 * i + 1], states[2 * i + 2] = id, ARGV[at + 2]
+  index[2 * i + 1], index[2 * i + 2] = created, id
+end
+chunked('HSET', tag .. ':spec', specs, 2)
+chunked('HSET', tag .. ':state', states, 2)
+chunked('ZADD', tag .. ':t:' .. tenant .. ':jobs', index, 2)
+redis.call('SADD', tag .. ':tenants', tenant)
+
+local at = 11 + 3 * n
+local g = tonumber(ARGV[at])
+at = at + 1
+for _ = 1, g do
+  local queue, kind, first, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  at = at + 4
+  local items = {}
+  if kind == 'r' then
+    for j = 0, count - 1 do items[j + 1] = ARGV[11 + 3 * (first + j)] end
+    chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', items)
+  else
+    for j = 0, count - 1 do
+      items[2 * j + 1], items[2 * j + 2] = ARGV[at + j], ARGV[11 + 3 * (first + j)]
+    end
+    chunked('ZADD', tag .. ':q:' .. queue .. ':scheduled', items, 2)
+    at = at + count
   end
-end
-
-local n = tonumber(ARGV[8])
-local at = 9
-for _, column in ipairs({':spec', ':state'}) do
-  range('HSET', tag .. column, at, 2 * n, 2)
-  at = at + 2 * n
-end
-
--- Groups: name, count, then count items of `width` arguments each.
-local function groups(width, each)
-  local g = tonumber(ARGV[at])
-  at = at + 1
-  for _ = 1, g do
-    local name, k = ARGV[at], tonumber(ARGV[at + 1])
-    each(name, at + 2, k * width)
-    at = at + 2 + k * width
-  end
-end
-
-groups(2, function(tenant, from, count)
-  range('ZADD', tag .. ':t:' .. tenant .. ':jobs', from, count, 2)
-  redis.call('SADD', tag .. ':tenants', tenant)
-end)
-groups(1, function(queue, from, count)
-  range('RPUSH', tag .. ':q:' .. queue .. ':ready', from, count, 1)
   redis.call('SADD', tag .. ':queues', queue)
-end)
-groups(2, function(queue, from, count)
-  range('ZADD', tag .. ':q:' .. queue .. ':scheduled', from, count, 2)
-  redis.call('SADD', tag .. ':queues', queue)
-end)
+end
 
 if ARGV[7] ~= '' then
   redis.call('XADD', tag .. ':events', 'MAXLEN', '~', maxlen, '*', 'e', ARGV[7])

@@ -8,7 +8,8 @@ use crate::scripts;
 
 impl JobStore {
     /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them.
-    /// Every record string is built here, so the script only files them away.
+    /// Every record string is built here, so the script only files them away. All
+    /// jobs of one call belong to one tenant (one request).
     pub async fn enqueue(
         &self,
         jobs: &[NewJob],
@@ -32,46 +33,37 @@ impl JobStore {
             .iter()
             .map(|job| format!("{}\t{}\t{}\t{}\t{}\t0\t{now}\t", job.id, job.tenant, job.kind, job.queue, status(job)))
             .collect();
-        call.arg(events.join("\n")).arg(jobs.len());
-        for job in jobs {
-            call.arg(&job.id).arg(format!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{now}\t{}",
-                job.tenant,
-                job.kind,
-                job.queue,
-                job.max_attempts,
-                job.timeout_ms,
-                job.backoff_base_ms,
-                job.backoff_cap_ms,
-                job.payload
-            ));
-        }
-        for job in jobs {
+        let tenant = jobs.first().map_or("default", |job| job.tenant.as_str());
+        debug_assert!(jobs.iter().all(|job| job.tenant == tenant), "one tenant per enqueue");
+        call.arg(events.join("\n")).arg(tenant).arg(now).arg(jobs.len());
+        // Jobs go in queue order (stable, so each queue keeps submission order), making
+        // every queue's ready or scheduled jobs one contiguous range.
+        let mut order: Vec<&NewJob> = jobs.iter().collect();
+        order.sort_by(|a, b| (a.queue.as_str(), a.run_at_ms > now).cmp(&(b.queue.as_str(), b.run_at_ms > now)));
+        for job in &order {
             let status = status(job);
-            call.arg(&job.id).arg(format!("{status}\t0\t{}\t0\t0\n{status}\t0\t{now}\t", due(job)));
+            call.arg(&job.id)
+                .arg(format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{now}\t{}",
+                    job.tenant,
+                    job.kind,
+                    job.queue,
+                    job.max_attempts,
+                    job.timeout_ms,
+                    job.backoff_base_ms,
+                    job.backoff_cap_ms,
+                    job.payload
+                ))
+                .arg(format!("{status}\t0\t{}\t0\t0\n{status}\t0\t{now}\t", due(job)));
         }
-        let by_tenant = group(jobs, |job| Some(job.tenant.as_str()));
-        call.arg(by_tenant.len());
-        for (tenant, members) in &by_tenant {
-            call.arg(*tenant).arg(members.len());
-            for job in members {
-                call.arg(now).arg(&job.id);
-            }
-        }
-        let ready = group(jobs, |job| (job.run_at_ms <= now).then_some(job.queue.as_str()));
-        call.arg(ready.len());
-        for (queue, members) in &ready {
-            call.arg(*queue).arg(members.len());
-            for job in members {
-                call.arg(&job.id);
-            }
-        }
-        let scheduled = group(jobs, |job| (job.run_at_ms > now).then_some(job.queue.as_str()));
-        call.arg(scheduled.len());
-        for (queue, members) in &scheduled {
-            call.arg(*queue).arg(members.len());
-            for job in members {
-                call.arg(job.run_at_ms).arg(&job.id);
+        let ranges = ranges(&order, now);
+        call.arg(ranges.len());
+        for (queue, scheduled, from, members) in ranges {
+            call.arg(queue).arg(if scheduled { "s" } else { "r" }).arg(from).arg(members.len());
+            if scheduled {
+                for job in members {
+                    call.arg(job.run_at_ms);
+                }
             }
         }
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
@@ -87,15 +79,18 @@ impl JobStore {
     }
 }
 
-/// Groups jobs by a key, keeping first-seen order; jobs whose key is `None` are left out.
-fn group<'a>(jobs: &'a [NewJob], key: impl Fn(&'a NewJob) -> Option<&'a str>) -> Vec<(&'a str, Vec<&'a NewJob>)> {
-    let mut groups: Vec<(&str, Vec<&NewJob>)> = Vec::new();
-    for job in jobs {
-        let Some(name) = key(job) else { continue };
-        match groups.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, members)) => members.push(job),
-            None => groups.push((name, vec![job])),
+/// One queue's ready (or scheduled) jobs: `(queue, scheduled, first index, jobs)`.
+type Range<'a> = (&'a str, bool, usize, Vec<&'a NewJob>);
+
+/// Splits jobs already in queue order into contiguous ranges of one queue and kind.
+fn ranges<'a>(order: &[&'a NewJob], now: i64) -> Vec<Range<'a>> {
+    let mut ranges: Vec<Range<'a>> = Vec::new();
+    for (index, job) in order.iter().enumerate() {
+        let scheduled = job.run_at_ms > now;
+        match ranges.last_mut() {
+            Some((queue, kind, _, members)) if *queue == job.queue && *kind == scheduled => members.push(job),
+            _ => ranges.push((job.queue.as_str(), scheduled, index, vec![job])),
         }
     }
-    groups
+    ranges
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
-use super::{AckMsg, Inner, Outcome};
+use super::{AckMsg, Inner, Outcome, OutcomeKind};
 use crate::error::StoreError;
 use crate::scripts;
 
@@ -123,16 +123,25 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
         call.arg(inner.keys.tag())
             .arg(store.events_maxlen)
             .arg(store.succeeded_ttl.as_millis() as u64)
-            .arg(store.failed_ttl.as_millis() as u64)
-            .arg(chunk.len());
+            .arg(store.failed_ttl.as_millis() as u64);
+        let mut by_queue: Vec<(&str, Vec<&Outcome>)> = Vec::new();
         for outcome in chunk {
-            call.arg(&outcome.id)
-                .arg(&outcome.meta)
-                .arg(&outcome.queue)
-                .arg(outcome.attempt)
-                .arg(outcome.kind.as_str())
-                .arg(outcome.retry_delay.as_millis() as u64)
-                .arg(&outcome.text);
+            match by_queue.iter_mut().find(|(queue, _)| *queue == outcome.queue) {
+                Some((_, members)) => members.push(outcome),
+                None => by_queue.push((outcome.queue.as_str(), vec![outcome])),
+            }
+        }
+        call.arg(by_queue.len());
+        for (queue, members) in by_queue {
+            call.arg(queue).arg(members.len());
+            for outcome in members {
+                call.arg(&outcome.id).arg(&outcome.meta).arg(outcome.attempt);
+                match outcome.kind {
+                    OutcomeKind::Retry => call.arg(outcome.retry_delay.as_millis() as u64),
+                    kind => call.arg(kind.as_str()),
+                };
+                call.arg(&outcome.text);
+            }
         }
         let stale: usize = call.invoke_async(&mut inner.conn.clone()).await?;
         metrics::counter!("jobs_acked_total").increment((chunk.len() - stale) as u64);

@@ -130,7 +130,9 @@ fn backend_settings(config: &WorkerConfig) -> BackendSettings {
         concurrency: config.concurrency as usize,
         claim_batch: config.claim_batch(),
         ack_batch: 500,
-        ack_delay: Duration::from_millis(1),
+        // Flush as soon as an outcome arrives; outcomes that arrive during a flush
+        // go out together in the next one, so batches grow with the load.
+        ack_delay: Duration::ZERO,
         store: config.retention.store_config(&config.redis.redis_prefix),
     }
 }

@@ -394,3 +394,31 @@ async fn a_batch_mixing_queues_and_delays_files_each_job_where_it_belongs() {
     assert_eq!(started, sorted, "first in, first out");
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn queue_latency_is_the_age_of_the_oldest_ready_job() {
+    let system = System::start().await;
+    let submitted = std::time::Instant::now();
+    let id = system.submit(json!({"type": "noop", "queue": "slow"})).await;
+    system.submit(json!({"type": "noop", "queue": "slow"})).await;
+    // Let the oldest job age: latency is what is being measured.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let latency = |body: &Value| {
+        body["queues"].as_array().unwrap().iter().find(|q| q["name"] == "slow").unwrap()["latency_ms"].as_u64().unwrap()
+    };
+    let (_, body) = system.get("/v1/queues").await;
+    let waited = submitted.elapsed().as_millis() as u64;
+    let measured = latency(&body);
+    assert!((250..=waited + 50).contains(&measured), "latency {measured} ms after {waited} ms");
+
+    let worker = system.spawn_worker();
+    system.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
+    let drained = support::eventually(Duration::from_secs(10), "the queue to drain", || async {
+        let (_, body) = system.get("/v1/queues").await;
+        let queue = body["queues"].as_array().unwrap().iter().find(|q| q["name"] == "slow").cloned().unwrap();
+        (queue["queued"] == 0).then_some(body)
+    })
+    .await;
+    assert_eq!(latency(&drained), 0);
+    worker.shutdown().await.unwrap();
+}

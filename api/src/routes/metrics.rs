@@ -54,6 +54,7 @@ pub async fn get_metrics(State(state): State<AppState>) -> Response {
                 ] {
                     metrics::gauge!("queue_jobs", "queue" => q.name.clone(), "status" => status).set(count as f64);
                 }
+                metrics::gauge!("queue_latency_seconds", "queue" => q.name.clone()).set(q.latency_ms as f64 / 1000.0);
             }
         }
         if let Ok(workers) = store.workers().await {

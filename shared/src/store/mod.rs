@@ -21,7 +21,7 @@ pub use types::*;
 
 use crate::error::{StoreError, StoreResult};
 use crate::keys::Keys;
-use crate::model::{HistoryEntry, JobRecord, JobStatus, from_millis};
+use crate::model::{HistoryEntry, JobRecord, JobStatus, State, from_millis};
 use crate::scripts;
 
 /// Retention and trimming settings every writer applies.
@@ -158,21 +158,39 @@ impl JobStore {
                 .zcard(self.keys.scheduled(name))
                 .hlen(self.keys.running(name))
                 .zcard(self.keys.retry(name))
-                .zcard(self.keys.failed(name));
+                .zcard(self.keys.failed(name))
+                .lindex(self.keys.ready(name), 0);
         }
-        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-        Ok(names
-            .into_iter()
-            .zip(counts.chunks(5))
-            .map(|(name, c)| QueueStats {
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut stats = Vec::with_capacity(names.len());
+        let mut oldest = Vec::new();
+        for (name, r) in names.into_iter().zip(replies.chunks(6)) {
+            let count = |i: usize| redis::from_redis_value::<u64>(r[i].clone()).unwrap_or(0);
+            if let Ok(Some(id)) = redis::from_redis_value::<Option<String>>(r[5].clone()) {
+                oldest.push((stats.len(), id));
+            }
+            stats.push(QueueStats {
                 name,
-                queued: c[0],
-                scheduled: c[1],
-                running: c[2],
-                retrying: c[3],
-                failed: c[4],
-            })
-            .collect())
+                queued: count(0),
+                scheduled: count(1),
+                running: count(2),
+                retrying: count(3),
+                failed: count(4),
+                latency_ms: 0,
+            });
+        }
+        // Latency: how long the job at the head of each ready list has been due.
+        if !oldest.is_empty() {
+            let ids: Vec<&str> = oldest.iter().map(|(_, id)| id.as_str()).collect();
+            let states: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(self.keys.state()).arg(ids).query_async(&mut conn).await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            for ((index, _), state) in oldest.iter().zip(states) {
+                let due = state.as_deref().and_then(|s| State::parse(s.lines().next()?)).map(|s| s.due_ms);
+                stats[*index].latency_ms = due.map_or(0, |due| (now - due).max(0) as u64);
+            }
+        }
+        Ok(stats)
     }
 
     /// Workers that sent a heartbeat recently, with their last heartbeat.

@@ -83,6 +83,8 @@ pub struct QueueStats {
     pub running: u64,
     pub retrying: u64,
     pub failed: u64,
+    /// How long the oldest ready job has waited since it became due, in ms (0 when none waits).
+    pub latency_ms: u64,
 }
 
 /// A live worker, as registered by its heartbeat.

@@ -43,6 +43,7 @@ idempotency keys are scoped by tenant.";
         jobs::cancel_job,
         jobs::retry_job,
         queues::list_queues,
+        queues::retry_failed,
         health::healthz,
         health::readyz,
     ),
@@ -55,6 +56,7 @@ idempotency keys are scoped by tenant.";
         JobPage,
         BatchAccepted,
         JobEvents,
+        RetriedFailed,
         QueueStats,
         WorkerInfo,
         QueuesOverview,
@@ -101,6 +103,16 @@ pub struct QueuesOverview {
     pub queues: Vec<QueueStats>,
     /// Workers that sent a heartbeat within the last 3 leases.
     pub workers: Vec<WorkerInfo>,
+}
+
+/// `POST /v1/queues/{queue}/retry-failed` answer.
+#[derive(ToSchema)]
+pub struct RetriedFailed {
+    pub queue: String,
+    /// Failed jobs queued again by this request.
+    pub retried: u64,
+    /// True when failed jobs may remain: call again.
+    pub more: bool,
 }
 
 /// `GET /healthz` answer.

@@ -31,6 +31,8 @@ pub static RELEASE: LazyLock<Script> = script!("release.lua");
 pub static CANCEL: LazyLock<Script> = script!("cancel.lua");
 /// Queues a failed or cancelled job again with a fresh attempt budget.
 pub static RETRY: LazyLock<Script> = script!("retry.lua");
+/// Queues again the failed jobs of one tenant on one queue, a bounded number per call.
+pub static RETRY_FAILED: LazyLock<Script> = script!("retry_failed.lua");
 /// Reads job records with their histories (read-only).
 pub static READ: LazyLock<Script> = script!("read.lua");
 
@@ -38,7 +40,7 @@ pub static READ: LazyLock<Script> = script!("read.lua");
 /// cost one round trip like every other (a call after a Redis restart reloads
 /// its script by itself).
 pub async fn preload(conn: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
-    for script in [&ENQUEUE, &CLAIM, &ACK, &HEARTBEAT, &REAP, &RELEASE, &CANCEL, &RETRY, &READ] {
+    for script in [&ENQUEUE, &CLAIM, &ACK, &HEARTBEAT, &REAP, &RELEASE, &CANCEL, &RETRY, &RETRY_FAILED, &READ] {
         script.load_async(conn).await?;
     }
     Ok(())

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use support::System;
 
 /// Every route the router serves, as (path template, method).
-const ROUTES: [(&str, &str); 10] = [
+const ROUTES: [(&str, &str); 11] = [
     ("/v1/jobs", "post"),
     ("/v1/jobs", "get"),
     ("/v1/jobs/batch", "post"),
@@ -21,6 +21,7 @@ const ROUTES: [(&str, &str); 10] = [
     ("/v1/jobs/{id}/cancel", "post"),
     ("/v1/jobs/{id}/retry", "post"),
     ("/v1/queues", "get"),
+    ("/v1/queues/{queue}/retry-failed", "post"),
     ("/healthz", "get"),
     ("/readyz", "get"),
 ];
@@ -172,6 +173,8 @@ async fn a_record_has_exactly_the_properties_its_schema_declares() {
     })
     .await;
     assert_conforms(&spec, &schema("QueuesOverview"), &queues, "queues");
+    let (_, retried, _) = system.post("/v1/queues/default/retry-failed", &json!({}), &[]).await;
+    assert_conforms(&spec, &schema("RetriedFailed"), &retried, "retry-failed");
     assert_conforms(&spec, &schema("Health"), &system.get("/healthz").await.1, "healthz");
     assert_conforms(&spec, &schema("Readiness"), &system.get("/readyz").await.1, "readyz");
     let (status, problem) = system.get("/v1/jobs?limit=0").await;

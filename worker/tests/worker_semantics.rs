@@ -266,3 +266,36 @@ async fn a_worker_serves_only_its_queues() {
     reports_worker.shutdown().await.unwrap();
     default_worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_queues_failed_jobs_can_be_retried_in_bounded_batches() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let failing = |queue: &str| json!({"type": "fail", "queue": queue, "payload": {"times": 1, "permanent": true}});
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(system.submit(failing("imports")).await);
+    }
+    let elsewhere = system.submit(failing("exports")).await;
+    for id in ids.iter().chain([&elsewhere]) {
+        system.wait_for_status(id, "failed", Duration::from_secs(10)).await;
+    }
+    worker.shutdown().await.unwrap();
+
+    let path = "/v1/queues/imports/retry-failed?limit=3";
+    let (status, first, _) = system.post(path, &json!({}), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((first["retried"].as_u64(), first["more"].as_bool()), (Some(3), Some(true)));
+    let (_, second, _) = system.post(path, &json!({}), &[]).await;
+    assert_eq!((second["retried"].as_u64(), second["more"].as_bool()), (Some(2), Some(false)));
+    let (_, third, _) = system.post(path, &json!({}), &[]).await;
+    assert_eq!(third["retried"], 0);
+
+    for id in &ids {
+        let record = system.job(id).await;
+        assert_eq!((record["status"].as_str(), record["attempts"].as_u64()), (Some("queued"), Some(0)));
+    }
+    assert_eq!(system.job(&elsewhere).await["status"], "failed", "other queues are left alone");
+    let (status, body, _) = system.post("/v1/queues/imports/retry-failed?limit=0", &json!({}), &[]).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+}

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/queues", get(queues::list_queues))
+        .route("/queues/{queue}/retry-failed", post(queues::retry_failed))
         .fallback(jobs::not_found);
     Router::new()
         .nest("/v1", v1)

@@ -1,12 +1,17 @@
-//! `GET /v1/queues`: counts per queue and the live workers.
+//! `/v1/queues`: counts per queue and the live workers; retrying a queue's failed jobs.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
-use crate::openapi::QueuesOverview;
+use crate::openapi::{QueuesOverview, RetriedFailed};
+use crate::tenant::Tenant;
+
+/// Most failed jobs one request queues again.
+const MAX_RETRY_FAILED: usize = 10_000;
 
 /// `GET /v1/queues` — per-queue counts and the workers that sent a heartbeat recently.
 #[utoipa::path(
@@ -24,4 +29,41 @@ pub async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, A
     let queues = state.store()?.queue_stats().await?;
     let workers = state.store()?.workers().await?;
     Ok(Json(json!({ "queues": queues, "workers": workers })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetryFailedQuery {
+    /// Most jobs to queue again (1–10,000; default 1,000).
+    #[param(minimum = 1, maximum = 10_000)]
+    limit: Option<usize>,
+}
+
+/// `POST /v1/queues/{queue}/retry-failed` — queues again the caller's failed jobs on
+/// `queue`, oldest failure first, each with a fresh attempt budget.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/retry-failed",
+    tag = "queues",
+    summary = "Retry a queue's failed jobs",
+    params(("queue" = String, Path, description = "Queue name"), RetryFailedQuery),
+    responses(
+        (status = 200, description = "How many were queued again; `more` when failed jobs may remain.",
+            body = RetriedFailed),
+        (status = 400, description = "`bad_parameter` for `limit`.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn retry_failed(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(queue): Path<String>,
+    Query(query): Query<RetryFailedQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(1_000);
+    if !(1..=MAX_RETRY_FAILED).contains(&limit) {
+        return Err(ApiError::BadParameter { field: "limit".into(), message: "a number from 1 to 10000".into() });
+    }
+    let (retried, more) = state.store()?.retry_failed(&tenant, &queue, limit).await?;
+    Ok(Json(json!({ "queue": queue, "retried": retried, "more": more })))
 }

@@ -147,6 +147,21 @@ impl JobStore {
         })
     }
 
+    /// Queues again up to `limit` failed jobs of `tenant` on `queue`, oldest first.
+    /// Returns how many, and whether failed jobs may remain.
+    pub async fn retry_failed(&self, tenant: &str, queue: &str, limit: usize) -> StoreResult<(usize, bool)> {
+        let (retried, more): (usize, u8) = scripts::RETRY_FAILED
+            .key(self.keys.failed(queue))
+            .arg(self.keys.tag())
+            .arg(queue)
+            .arg(tenant)
+            .arg(limit)
+            .arg(self.config.events_maxlen)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((retried, more == 1))
+    }
+
     /// Counts per queue, in one pipelined round trip after the queue list.
     pub async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
         let mut conn = self.conn.clone();

@@ -1,6 +1,7 @@
 //! Claiming jobs, and waiting without polling when there are none.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::Value;
@@ -23,16 +24,18 @@ enum Claim {
     },
 }
 
-/// Claims the next batch of up to `limit` jobs, waiting as long as it takes. Returns empty only when
-/// the backend is stopping. Redis errors are retried here, never surfaced.
-pub(super) async fn next_batch(inner: Arc<Inner>, limit: usize) -> Vec<ClaimedJob> {
+/// Claims the next batch, waiting as long as it takes: as many jobs as there are
+/// free slots at the moment of each claim, at most `claim_batch`. Returns empty
+/// only when the backend is stopping. Redis errors are retried here, never surfaced.
+pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
     let mut stop = inner.stop.subscribe();
     let mut error_delay = Duration::from_millis(100);
     loop {
         if *stop.borrow_and_update() {
             return Vec::new();
         }
-        match claim(&inner, limit).await {
+        let free = inner.settings.concurrency.saturating_sub(inner.running.load(Ordering::Relaxed));
+        match claim(&inner, free.clamp(1, inner.settings.claim_batch)).await {
             Ok(Claim::Jobs(jobs)) => {
                 metrics::counter!("jobs_claimed_total").increment(jobs.len() as u64);
                 hold(&inner, &jobs);

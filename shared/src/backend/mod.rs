@@ -296,10 +296,7 @@ impl Backend for RedisBackend {
                 return Poll::Pending;
             }
             let inner = self.inner.clone();
-            let settings = &inner.settings;
-            let free = settings.concurrency.saturating_sub(inner.running.load(Ordering::Relaxed));
-            let limit = free.clamp(1, settings.claim_batch);
-            let fetching = self.fetching.get_or_insert_with(|| Box::pin(fetch::next_batch(inner, limit)));
+            let fetching = self.fetching.get_or_insert_with(|| Box::pin(fetch::next_batch(inner)));
             match fetching.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(jobs) => {

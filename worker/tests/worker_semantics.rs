@@ -299,3 +299,31 @@ async fn a_queues_failed_jobs_can_be_retried_in_bounded_batches() {
     let (status, body, _) = system.post("/v1/queues/imports/retry-failed?limit=0", &json!({}), &[]).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
 }
+
+#[tokio::test]
+async fn a_busy_worker_does_not_hoard_jobs_an_idle_one_could_run() {
+    let system = System::start().await;
+    let busy = system.spawn_worker_with(|c| c.concurrency = 2);
+    let long = system.submit(json!({"type": "sleep", "payload": {"ms": 4000}})).await;
+    system.wait_for_status(&long, "running", Duration::from_secs(10)).await;
+    let idle = system.spawn_worker_with(|c| c.concurrency = 2);
+    // Let the idle worker register before the jobs arrive.
+    support::eventually(Duration::from_secs(5), "both workers registered", || async {
+        let (_, body) = system.get("/v1/queues").await;
+        (body["workers"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+
+    let submitted = std::time::Instant::now();
+    let jobs = vec![json!({"type": "sleep", "payload": {"ms": 1000}}); 3];
+    let (_, batch, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;
+    for id in batch["ids"].as_array().unwrap() {
+        system.wait_for_status(id.as_str().unwrap(), "succeeded", Duration::from_secs(10)).await;
+    }
+    // Three free slots (one on the busy worker, two on the idle one) run all three at
+    // once; a hoarded job would have waited for the 4 s job to end.
+    let took = submitted.elapsed();
+    assert!(took < Duration::from_millis(2500), "three 1 s jobs took {took:?}");
+    busy.shutdown().await.unwrap();
+    idle.shutdown().await.unwrap();
+}

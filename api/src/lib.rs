@@ -90,6 +90,9 @@ async fn prepare(mut conn: ConnectionManager, config: &ApiConfig) -> anyhow::Res
     let keys = Keys::new(&config.redis.redis_prefix);
     shared::migrate::run(&mut conn, &keys).await.context("cannot bring the Redis schema up to date")?;
     shared::scripts::preload(&mut conn).await.context("cannot load the Lua scripts")?;
+    for warning in shared::store::durability_warnings(&mut conn).await {
+        tracing::warn!("{warning}");
+    }
     Ok(JobStore::new(conn, config.retention.store_config(&config.redis.redis_prefix)))
 }
 

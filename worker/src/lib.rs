@@ -57,6 +57,9 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     let mut conn = connect_with_retry(url, Some(Duration::from_secs(5))).await?;
     shared::migrate::run(&mut conn, &keys).await.context("cannot bring the Redis schema up to date")?;
     shared::scripts::preload(&mut conn).await.context("cannot load the Lua scripts")?;
+    for warning in shared::store::durability_warnings(&mut conn).await {
+        tracing::warn!("{warning}");
+    }
     // The idle wait blocks for up to a second; give it room before timing out.
     let blocking = connect_with_retry(url, Some(Duration::from_secs(5))).await?;
 

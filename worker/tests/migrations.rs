@@ -144,3 +144,23 @@ async fn the_migrate_subcommand_applies_the_schema_and_exits_0() {
     let mut conn = connect(&redis).await;
     assert_eq!(migrate::current(&mut conn, &Keys::new("cli")).await.unwrap(), migrate::latest());
 }
+
+#[tokio::test]
+async fn start_up_warns_about_redis_settings_that_would_lose_jobs() {
+    let redis = RedisServer::start();
+    let mut conn = connect(&redis).await;
+    assert!(shared::store::durability_warnings(&mut conn).await.is_empty(), "AOF on and noeviction are fine");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("appendonly").arg("no").query_async(&mut conn).await.unwrap();
+    let warnings = shared::store::durability_warnings(&mut conn).await;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("noeviction"));
+    assert!(warnings[1].contains("appendonly"));
+}

@@ -34,3 +34,31 @@ pub async fn connect_with_retry(url: &str, response_timeout: Option<Duration>) -
         }
     }
 }
+
+/// Redis settings that would lose accepted jobs, as warnings to log at start-up:
+/// an eviction policy other than `noeviction` (Redis would drop jobs when full)
+/// and persistence off (a restart would drop everything). Settings Redis will
+/// not show (`CONFIG` disabled, as on some managed services) are skipped.
+pub async fn durability_warnings(conn: &mut ConnectionManager) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let setting = |name: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await.ok()?;
+            pair.get(1).cloned()
+        }
+    };
+    if let Some(policy) = setting("maxmemory-policy").await
+        && policy != "noeviction"
+    {
+        warnings.push(format!(
+            "redis maxmemory-policy is `{policy}`: when memory runs out Redis will evict keys, jobs included; set it to `noeviction`"
+        ));
+    }
+    let aof = setting("appendonly").await;
+    let rdb = setting("save").await;
+    if aof.as_deref() == Some("no") && rdb.as_deref() == Some("") {
+        warnings.push("redis persistence is off (appendonly no, no save points): a Redis restart loses every job; turn on appendonly".into());
+    }
+    warnings
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
-pub use connect::{connect, connect_with_retry};
+pub use connect::{connect, connect_with_retry, durability_warnings};
 pub use types::*;
 
 use crate::error::{StoreError, StoreResult};

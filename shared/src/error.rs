@@ -3,8 +3,8 @@
 /// What went wrong talking to Redis, split the way callers must react to it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis cannot be reached, is loading, or did not answer in time. Transient:
-    /// the API answers 503, the worker backs off and tries again.
+    /// Redis cannot be reached, is loading, is out of memory, or did not answer in
+    /// time. Transient: the API answers 503, the worker backs off and tries again.
     #[error("redis unavailable: {0}")]
     Unavailable(redis::RedisError),
     /// Redis answered with an error the system did not expect (a script error, a wrong type).
@@ -37,6 +37,7 @@ impl From<redis::RedisError> for StoreError {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_unrecoverable_error()
+            || err.code() == Some("OOM")
             || matches!(
                 err.kind(),
                 redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)

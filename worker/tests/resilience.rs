@@ -260,3 +260,20 @@ async fn a_second_sigterm_stops_a_draining_worker_at_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_full_redis_gives_503_and_nothing_is_half_written() {
+    let system = System::start().await;
+    let mut conn = system.redis_conn().await;
+    let used: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap();
+    let used: u64 = used.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+    // No room left: with noeviction, Redis refuses every write.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(used / 2).query_async(&mut conn).await.unwrap();
+    let (status, body, _) = system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")), "{body}");
+    let (_, list) = system.get("/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "nothing was stored");
+
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query_async(&mut conn).await.unwrap();
+    system.submit(json!({"type": "noop"})).await;
+}

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 404 — no such route.
     #[error("no route {0}")]
     RouteNotFound(String),
+    /// 405 — the route exists, but not for this method.
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
     /// 409 — the job's status does not allow this.
     #[error("the job is {status}; {action} is not possible")]
     InvalidState { status: JobStatus, action: &'static str },
@@ -86,6 +89,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::JobNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidState { .. } => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,6 +107,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::JobNotFound(_) | Self::RouteNotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::InvalidState { .. } => "invalid_state",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",

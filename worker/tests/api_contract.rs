@@ -84,6 +84,13 @@ async fn bad_requests_get_a_status_and_a_json_code_naming_the_field() {
     let (status, body) = system.get("/v1/nothing-here").await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 
+    let response = system.http.delete(system.url("/v1/jobs")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "method_not_allowed");
+
+    let (status, body, _) = system.post("/v1/queues/default/retry-failed?limit=lots", &json!({}), &[]).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")), "{body}");
+
     let (status, body) = system.get("/v1/jobs?status=done").await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")));
 

@@ -1,6 +1,7 @@
 //! `/v1/queues`: counts per queue and the live workers; retrying a queue's failed jobs.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -58,8 +59,10 @@ pub async fn retry_failed(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(queue): Path<String>,
-    Query(query): Query<RetryFailedQuery>,
+    query: Result<Query<RetryFailedQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::BadParameter { field: "limit".into(), message: rejection.body_text() })?;
     let limit = query.limit.unwrap_or(1_000);
     if !(1..=MAX_RETRY_FAILED).contains(&limit) {
         return Err(ApiError::BadParameter { field: "limit".into(), message: "a number from 1 to 10000".into() });

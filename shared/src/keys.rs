@@ -96,7 +96,8 @@ impl Keys {
         format!("{}:tenants", self.tag)
     }
 
-    /// ZSET — a tenant's job ids scored by creation time in ms: the listing index,
+    /// ZSET — a tenant's job ids scored by creation time in ms × 1000 + the job's
+    /// position in its request (so a batch keeps its order): the listing index,
     /// newest first. Entries whose record expired are pruned lazily and by the reaper.
     pub fn tenant_jobs(&self, tenant: &str) -> String {
         format!("{}:t:{tenant}:jobs", self.tag)

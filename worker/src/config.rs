@@ -36,7 +36,7 @@ pub struct WorkerConfig {
     pub log: LogArgs,
     #[command(flatten)]
     pub demo: DemoArgs,
-    /// Queues to serve, comma-separated, in priority order; empty = every queue.
+    /// Queues to serve, comma-separated, in priority order; empty = every queue, taken in turn.
     #[arg(long, env = "QUEUES", value_name = "QUEUES", value_delimiter = ',', default_value = "")]
     pub queues: Vec<String>,
     /// Jobs run at once by this process.

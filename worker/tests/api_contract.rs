@@ -429,3 +429,26 @@ async fn queue_latency_is_the_age_of_the_oldest_ready_job() {
     assert_eq!(latency(&drained), 0);
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn listing_pages_through_a_whole_batch_created_in_one_millisecond() {
+    let system = System::start().await;
+    let jobs: Vec<Value> = (0..1000).map(|ms| json!({"type": "sleep", "payload": {"ms": ms}})).collect();
+    let (_, batch, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;
+    let mut expected: Vec<String> =
+        batch["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    expected.reverse();
+    let mut seen = Vec::new();
+    let mut path = "/v1/jobs?limit=300".to_owned();
+    for _ in 0..10 {
+        let (status, page) = system.get(&path).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/jobs?limit=300&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 1000);
+    assert_eq!(seen, expected, "every job once, newest first, batch order kept");
+}

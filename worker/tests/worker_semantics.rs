@@ -327,3 +327,24 @@ async fn a_busy_worker_does_not_hoard_jobs_an_idle_one_could_run() {
     busy.shutdown().await.unwrap();
     idle.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_worker_serving_every_queue_takes_them_in_turn() {
+    let system = System::start().await;
+    for queue in ["alpha", "beta"] {
+        let jobs = vec![json!({"type": "noop", "queue": queue}); 200];
+        let (status, _, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    // One slot, so each claim takes one job: a starving queue would show at once.
+    let worker = system.spawn_worker_with(|c| c.concurrency = 1);
+    let done = support::eventually(Duration::from_secs(10), "40 jobs done", || async {
+        let (_, page) = system.get("/v1/jobs?status=succeeded&limit=500").await;
+        let jobs = page["jobs"].as_array().unwrap().clone();
+        (jobs.len() >= 40).then_some(jobs)
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    let from = |queue: &str| done.iter().filter(|job| job["queue"] == queue).count();
+    assert!(from("alpha") >= 10 && from("beta") >= 10, "alpha {} beta {}", from("alpha"), from("beta"));
+}

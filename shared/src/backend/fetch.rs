@@ -87,7 +87,11 @@ async fn wait_for_wake(inner: &Inner, after: &str, wait: Duration) -> Result<(),
 async fn claim(inner: &Inner, limit: usize) -> Result<Claim, StoreError> {
     let settings = &inner.settings;
     let mut call = scripts::CLAIM.key(inner.keys.wake());
-    call.arg(inner.keys.tag()).arg(settings.lease.as_millis() as u64).arg(limit).arg(settings.store.events_maxlen);
+    call.arg(inner.keys.tag())
+        .arg(settings.lease.as_millis() as u64)
+        .arg(limit)
+        .arg(settings.store.events_maxlen)
+        .arg(inner.turn.fetch_add(1, Ordering::Relaxed));
     for queue in inner.queue_args() {
         call.arg(queue);
     }

@@ -152,6 +152,8 @@ struct Inner {
     leases: Mutex<HashMap<String, Lease>>,
     /// Jobs handed to apalis whose handler has not finished.
     running: AtomicUsize,
+    /// Claims made so far: rotates the first queue a worker serving every queue looks at.
+    turn: AtomicUsize,
     stop: watch::Sender<bool>,
 }
 
@@ -256,6 +258,7 @@ impl RedisBackend {
             blocking,
             leases: Mutex::new(HashMap::new()),
             running: AtomicUsize::new(0),
+            turn: AtomicUsize::new(0),
             stop: watch::Sender::new(false),
         });
         let handle = BackendHandle { inner: inner.clone(), ack_tx: ack_tx.clone() };

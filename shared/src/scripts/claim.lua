@@ -2,13 +2,20 @@
 -- and retrying jobs onto their ready lists (at most 1,000 per list per call).
 -- KEYS[1]  the wake stream (routes the call)
 -- ARGV[1]  tag   ARGV[2] lease ms   ARGV[3] limit   ARGV[4] events maxlen
--- ARGV[5..] queue names (none = every known queue)
+-- ARGV[5]  turn: a counter the worker advances each claim
+-- ARGV[6..] queue names, in priority order (none = every known queue, taken in
+--          turn from a rotating start so that no queue starves another)
 -- Returns {'J', n, <3 fields per job: id attempt spec>…}
 --      or {'E', last_wake_id, ms_until_next_due (-1 = nothing scheduled)}
 local tag, lease, limit, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local queues = {}
-for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
-if #queues == 0 then queues = redis.call('SMEMBERS', tag .. ':queues') end
+for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+if #queues == 0 then
+  local known = redis.call('SMEMBERS', tag .. ':queues')
+  table.sort(known)
+  local start = tonumber(ARGV[5]) % math.max(#known, 1)
+  for i = 1, #known do queues[i] = known[(start + i - 1) % #known + 1] end
+end
 
 local now = now_ms()
 local w = writer(tag, now)

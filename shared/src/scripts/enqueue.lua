@@ -25,14 +25,17 @@ if idem_key ~= '' then
   end
 end
 
-local tenant, created, n = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local tenant, created, n = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local specs, states, index = {}, {}, {}
+-- Index scores are created_ms × 1000 + position, so that the jobs of one batch
+-- (one millisecond) keep their order and page cleanly.
+local base = created * 1000
 for i = 0, n - 1 do
   local at = 11 + 3 * i
   local id = ARGV[at]
   specs[2 * i + 1], specs[2 * i + 2] = id, ARGV[at + 1]
   states[2 * i + 1], states[2 * i + 2] = id, ARGV[at + 2]
-  index[2 * i + 1], index[2 * i + 2] = created, id
+  index[2 * i + 1], index[2 * i + 2] = base + i, id
 end
 chunked('HSET', tag .. ':spec', specs, 2)
 chunked('HSET', tag .. ':state', states, 2)

@@ -84,7 +84,7 @@ if cursor then
 end
 
 for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do
-  redis.call('ZREMRANGEBYSCORE', tag .. ':t:' .. tenant .. ':jobs', '-inf', now - horizon)
+  redis.call('ZREMRANGEBYSCORE', tag .. ':t:' .. tenant .. ':jobs', '-inf', (now - horizon) * 1000)
 end
 redis.call('ZREMRANGEBYSCORE', tag .. ':workers', '-inf', now - silence)
 local more = 0

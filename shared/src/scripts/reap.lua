@@ -87,6 +87,7 @@ for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do
   redis.call('ZREMRANGEBYSCORE', tag .. ':t:' .. tenant .. ':jobs', '-inf', (now - horizon) * 1000)
 end
 redis.call('ZREMRANGEBYSCORE', tag .. ':workers', '-inf', now - silence)
+-- More to do when the sweep stopped at its record budget or its step bound.
 local more = 0
-if budget <= 0 then more = 1 end
+if budget <= 0 or steps >= 3600 then more = 1 end
 return {reaped, swept, more}

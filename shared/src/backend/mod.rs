@@ -214,11 +214,6 @@ impl BackendHandle {
         self.inner.stop.send_replace(true);
     }
 
-    /// Number of jobs this process currently holds a lease on.
-    pub fn held(&self) -> usize {
-        self.inner.leases().len()
-    }
-
     /// Flushes pending outcomes, then hands back every job still held (jobs
     /// whose handler was abandoned when the shutdown grace ran out). Returns
     /// the number handed back.
@@ -288,10 +283,11 @@ impl Backend for RedisBackend {
         loop {
             if let Some(job) = self.buffer.pop_front() {
                 self.inner.running.fetch_add(1, Ordering::Relaxed);
-                let task = TaskBuilder::new(job.clone())
-                    .task_id(TaskId::from_string(job.id))
-                    .attempt(job.attempt as usize)
-                    .max_attempts(job.max_attempts as usize)
+                let (id, attempt, max_attempts) = (job.id.clone(), job.attempt, job.max_attempts);
+                let task = TaskBuilder::new(job)
+                    .task_id(TaskId::from_string(id))
+                    .attempt(attempt as usize)
+                    .max_attempts(max_attempts as usize)
                     .build();
                 return Poll::Ready(Some(Ok(task)));
             }

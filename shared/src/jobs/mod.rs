@@ -157,12 +157,6 @@ impl Registry {
         self
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.types.keys().copied().collect();
-        names.sort_unstable();
-        names
-    }
-
     pub fn defaults(&self, name: &str) -> Option<JobDefaults> {
         self.types.get(name).map(|t| t.defaults())
     }

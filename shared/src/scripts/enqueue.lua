@@ -62,9 +62,7 @@ for _ = 1, g do
   redis.call('SADD', tag .. ':queues', queue)
 end
 
-if ARGV[7] ~= '' then
-  redis.call('XADD', tag .. ':events', 'MAXLEN', '~', maxlen, '*', 'e', ARGV[7])
-end
+emit(tag, maxlen, ARGV[7])
 wake(tag)
 if idem_key ~= '' then
   redis.call('SET', idem_key, ARGV[4] .. '\t' .. ARGV[6], 'EX', ARGV[5])

@@ -227,12 +227,6 @@ impl JobStore {
             })
             .collect())
     }
-
-    /// PING: is Redis answering?
-    pub async fn ping(&self) -> StoreResult<()> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
-        Ok(())
-    }
 }
 
 fn string_at(reply: &[redis::Value], index: usize) -> StoreResult<String> {

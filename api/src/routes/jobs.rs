@@ -214,12 +214,7 @@ pub async fn list_jobs(
         .map(str::parse::<JobStatus>)
         .transpose()
         .map_err(|message| ApiError::BadParameter { field: "status".into(), message })?;
-    let limit = match query.limit.as_deref() {
-        None => 50,
-        Some(text) => text.parse::<usize>().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| {
-            ApiError::BadParameter { field: "limit".into(), message: "a number from 1 to 500".into() }
-        })?,
-    };
+    let limit = super::limit_param(query.limit.as_deref(), 50, 500)?;
     let filter = ListFilter { status, queue: query.queue, kind: query.kind };
     Ok(Json(state.store()?.list(&tenant, &filter, limit, query.cursor.as_deref()).await?))
 }

@@ -72,6 +72,17 @@ async fn request_timeout(request: axum::extract::Request, next: axum::middleware
     }
 }
 
+/// Reads a `limit` query parameter: absent = `default`, else a number from 1 to `max`.
+pub(crate) fn limit_param(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(text) => text.parse().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| ApiError::BadParameter {
+            field: "limit".into(),
+            message: format!("a number from 1 to {max}"),
+        }),
+    }
+}
+
 /// A known route with another method answers in the same JSON shape as every error.
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())

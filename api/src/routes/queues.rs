@@ -1,7 +1,6 @@
 //! `/v1/queues`: counts per queue and the live workers; retrying a queue's failed jobs.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,8 +35,8 @@ pub async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, A
 #[into_params(parameter_in = Query)]
 pub struct RetryFailedQuery {
     /// Most jobs to queue again (1–10,000; default 1,000).
-    #[param(minimum = 1, maximum = 10_000)]
-    limit: Option<usize>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10_000)]
+    limit: Option<String>,
 }
 
 /// `POST /v1/queues/{queue}/retry-failed` — queues again the caller's failed jobs on
@@ -59,14 +58,9 @@ pub async fn retry_failed(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(queue): Path<String>,
-    query: Result<Query<RetryFailedQuery>, QueryRejection>,
+    Query(query): Query<RetryFailedQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) =
-        query.map_err(|rejection| ApiError::BadParameter { field: "limit".into(), message: rejection.body_text() })?;
-    let limit = query.limit.unwrap_or(1_000);
-    if !(1..=MAX_RETRY_FAILED).contains(&limit) {
-        return Err(ApiError::BadParameter { field: "limit".into(), message: "a number from 1 to 10000".into() });
-    }
+    let limit = super::limit_param(query.limit.as_deref(), 1_000, MAX_RETRY_FAILED)?;
     let (retried, more) = state.store()?.retry_failed(&tenant, &queue, limit).await?;
     Ok(Json(json!({ "queue": queue, "retried": retried, "more": more })))
 }

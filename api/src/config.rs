@@ -1,8 +1,11 @@
 //! API configuration: environment variables with matching flags.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 use shared::config::{DemoArgs, LogArgs, RedisArgs, RetentionArgs};
 
 /// The HTTP front door. With no subcommand it serves until SIGTERM/SIGINT.
@@ -19,6 +22,78 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending Redis schema migrations, then exit.
     Migrate,
+    /// Print a signed token for local use (HS256 with JWT_SECRET, or EdDSA/RS256
+    /// with --private-key-file), e.g. `api token --tenant acme --scope "jobs:write jobs:read" --ttl 1h`.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The tenant the token acts for.
+    #[arg(long)]
+    pub tenant: String,
+    /// Space-separated scopes: jobs:write, jobs:read, admin.
+    #[arg(long, default_value = "jobs:write jobs:read")]
+    pub scope: String,
+    /// Who the token is for (`sub`).
+    #[arg(long, default_value = "cli")]
+    pub subject: String,
+    /// How long the token is valid, e.g. 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// PEM private key for EdDSA or RS256.
+    #[arg(long)]
+    pub private_key_file: Option<PathBuf>,
+}
+
+/// The algorithm every token must be signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[value(name = "RS256")]
+    Rs256,
+}
+
+/// How tokens are verified. Every `/v1` route needs one.
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// HS256 secret, at least 32 bytes.
+    #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_secret: Option<SecretString>,
+    /// Algorithm tokens must use; any other is refused.
+    #[arg(long, env = "JWT_ALGORITHM", value_name = "JWT_ALGORITHM", default_value = "HS256")]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// PEM public key (EdDSA or RS256).
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE", value_name = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER", value_name = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECS", value_name = "JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub jwt_leeway_secs: u64,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// Per-tenant limit on job submission: a token bucket kept in Redis, shared by
+/// every API instance. A batch counts as its number of jobs.
+#[derive(Args, Debug, Clone)]
+pub struct RateLimitArgs {
+    /// Jobs per second a tenant may submit on average (0 = no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", value_name = "RATE_LIMIT_PER_SEC", default_value_t = 1_000)]
+    pub rate_limit_per_sec: u32,
+    /// Jobs a tenant may submit at once: the bucket's size. At least the largest batch (1,000).
+    #[arg(long, env = "RATE_LIMIT_BURST", value_name = "RATE_LIMIT_BURST", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1_000..))]
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -31,6 +106,10 @@ pub struct ApiConfig {
     pub log: LogArgs,
     #[command(flatten)]
     pub demo: DemoArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", value_name = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind_addr: SocketAddr,

@@ -47,6 +47,15 @@ pub enum ApiError {
     /// 409 — the job's status does not allow this.
     #[error("the job is {status}; {action} is not possible")]
     InvalidState { status: JobStatus, action: &'static str },
+    /// 401 — no token, or one that does not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403 — the token lacks a scope, or the request's Origin is not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 429 — the tenant's submission rate limit; retry after this many seconds.
+    #[error("too many jobs submitted; retry in {0} s")]
+    RateLimited(u64),
     /// 503 — Redis is unreachable; nothing was written. Safe to retry.
     #[error("storage is unavailable; nothing was stored, retry shortly")]
     Unavailable,
@@ -69,7 +78,8 @@ pub struct Problem<'a> {
     status: u16,
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
     /// `unknown_type`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
-    /// `not_found`, `invalid_state`, `unavailable` or `internal`.
+    /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`,
+    /// `rate_limited`, `unavailable` or `internal`.
     code: &'static str,
     /// For people; may change wording.
     message: String,
@@ -91,6 +101,9 @@ impl ApiError {
             Self::JobNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidState { .. } => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,6 +122,9 @@ impl ApiError {
             Self::JobNotFound(_) | Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::InvalidState { .. } => "invalid_state",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -119,6 +135,11 @@ impl ApiError {
             Self::Invalid { field, .. } | Self::BadParameter { field, .. } => Some(field),
             _ => None,
         }
+    }
+
+    /// 429, with `Retry-After` in whole seconds (at least 1).
+    pub fn rate_limited(retry_after_ms: u64) -> Self {
+        Self::RateLimited(retry_after_ms.div_ceil(1000).max(1))
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -143,8 +164,17 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            Self::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited(seconds) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            _ => {}
         }
         response
     }

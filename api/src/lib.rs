@@ -5,12 +5,12 @@
 //! the router on a listener until the shutdown future resolves. Tests call the
 //! same two functions the binary does.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod openapi;
 pub mod routes;
 pub mod submit;
-pub mod tenant;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,10 +23,11 @@ use hyper_util::service::TowerToHyperService;
 use redis::aio::ConnectionManager;
 use shared::jobs::Registry;
 use shared::keys::Keys;
-use shared::store::{JobStore, connect_with_retry};
+use shared::store::{JobStore, RateLimit, connect_with_retry};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::Authenticator;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 
@@ -38,6 +39,9 @@ pub struct AppState {
     problem: Arc<Mutex<String>>,
     pub registry: Registry,
     pub max_body_bytes: u64,
+    pub auth: Arc<Authenticator>,
+    /// Each tenant's submission limit (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl AppState {
@@ -70,6 +74,11 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
         problem: Arc::new(Mutex::new("connecting to redis".into())),
         registry: Registry::standard(config.demo.demo_jobs),
         max_body_bytes: config.max_body_bytes,
+        auth: Arc::new(Authenticator::from_config(&config.auth)?),
+        rate_limit: (config.rate_limit.rate_limit_per_sec > 0).then_some(RateLimit {
+            per_sec: config.rate_limit.rate_limit_per_sec,
+            burst: config.rate_limit.rate_limit_burst,
+        }),
     };
     match shared::store::connect(&config.redis.redis_url, Some(REDIS_TIMEOUT)).await {
         Ok(conn) => {

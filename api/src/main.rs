@@ -8,8 +8,20 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shared::telemetry::init(cli.config.log.log_format);
-    if let Some(Command::Migrate) = cli.command {
-        return api::migrate(&cli.config).await;
+    match &cli.command {
+        Some(Command::Migrate) => return api::migrate(&cli.config).await,
+        Some(Command::Token(args)) => {
+            let request = api::auth::TokenRequest {
+                tenant: &args.tenant,
+                subject: &args.subject,
+                scope: &args.scope,
+                ttl: args.ttl,
+                private_key_file: args.private_key_file.as_ref(),
+            };
+            println!("{}", api::auth::mint(&cli.config.auth, &request)?);
+            return Ok(());
+        }
+        None => {}
     }
     let router = api::build(&cli.config).await?;
     let listener = tokio::net::TcpListener::bind(cli.config.bind_addr)

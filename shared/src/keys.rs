@@ -109,6 +109,12 @@ impl Keys {
         format!("{}:idem:{tenant}:{key}", self.tag)
     }
 
+    /// HASH — a tenant's submission token bucket, `t` (tokens left) and `ts` (last
+    /// refill, server ms); expires once it would be full again. Kept by ENQUEUE.
+    pub fn rate_limit(&self, tenant: &str) -> String {
+        format!("{}:rl:{tenant}", self.tag)
+    }
+
     /// STREAM — every status transition. One entry per script call carrying all of
     /// that call's transitions in field `e` (one line each, see `events.rs`);
     /// trimmed to about `EVENTS_MAXLEN` entries.

@@ -2,6 +2,8 @@
 //! the API on BIND_ADDR and one worker, sharing one shutdown signal. When no
 //! Redis answers at REDIS_URL and `redis-server` is installed, a local one is
 //! started with its append-only file under `./data`, and stopped on exit.
+//! Without JWT_SECRET, a random one is made for this run, and a ready-to-use
+//! token for tenant `dev` is printed.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -14,15 +16,31 @@ use tokio::sync::watch;
 use crate::config::WorkerConfig;
 
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
-    let api_config = api::config::ApiConfig::defaults();
+    let mut api_config = api::config::ApiConfig::defaults();
+    if api_config.auth.jwt_secret.is_none() {
+        let secret: [u8; 32] = rand::random();
+        api_config.auth.jwt_secret = Some(hex::encode(secret).into());
+    }
+    let token = api::auth::mint(
+        &api_config.auth,
+        &api::auth::TokenRequest {
+            tenant: "dev",
+            subject: "dev",
+            scope: "jobs:write jobs:read admin",
+            ttl: Duration::from_secs(24 * 3600),
+            private_key_file: None,
+        },
+    )?;
     let _local_redis = ensure_redis(&config.redis.redis_url).await?;
     let router = api::build(&api_config).await?;
     let listener = tokio::net::TcpListener::bind(api_config.bind_addr)
         .await
         .with_context(|| format!("cannot listen on BIND_ADDR={}", api_config.bind_addr))?;
     let addr = listener.local_addr()?;
+    println!("API listening on http://{addr}  (dashboard: http://{addr}/)");
+    println!("Dev token (tenant `dev`, all scopes, valid 24 h):\n\nexport TOKEN={token}\n");
     println!(
-        "API listening on http://{addr}  (try: curl -X POST http://{addr}/v1/jobs -H 'content-type: application/json' -d '{{\"type\":\"noop\"}}')"
+        "try: curl -X POST http://{addr}/v1/jobs -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"type\":\"noop\"}}'"
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);

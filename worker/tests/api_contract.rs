@@ -17,7 +17,7 @@ async fn a_job_is_accepted_with_its_record_and_location() {
     let id = record["id"].as_str().unwrap();
     assert_eq!(headers["location"], format!("/v1/jobs/{id}").as_str());
     assert_eq!(record["status"], "queued");
-    assert_eq!(record["tenant"], "default");
+    assert_eq!(record["tenant"], support::TENANT);
     assert_eq!(record["queue"], "default");
     assert_eq!(record["max_attempts"], 5);
     let stored = system.job(id).await;

@@ -3,6 +3,8 @@
 //! A script reaching for a key in any other slot would fail there.
 
 use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -91,9 +93,7 @@ async fn the_whole_system_runs_on_the_cluster_node_that_owns_its_slot() {
     let port = cluster.owner(&format!("{{{prefix}}}"));
     let url = format!("redis://127.0.0.1:{port}");
 
-    let mut api_config = api::config::ApiConfig::defaults();
-    api_config.redis.redis_url = url.clone();
-    api_config.redis.redis_prefix = prefix.into();
+    let api_config = support::api_config(&url, prefix);
     let router = api::build(&api_config).await.expect("the API sets up on a cluster node");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -108,7 +108,7 @@ async fn the_whole_system_runs_on_the_cluster_node_that_owns_its_slot() {
         let _ = stopped.await;
     }));
 
-    let http = reqwest::Client::new();
+    let http = support::client_for(&support::token(support::TENANT, "jobs:write jobs:read", Duration::from_secs(600)));
     let post = |path: &str, body: Value, key: Option<&str>| {
         let mut request = http.post(format!("{base}{path}")).json(&body);
         if let Some(key) = key {

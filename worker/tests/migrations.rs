@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -99,9 +101,7 @@ async fn a_schema_newer_than_the_binary_stops_migrate_check_the_api_and_the_work
     assert_eq!(migrate::current(&mut conn, &keys).await.expect("current"), newer, "the newer schema is left alone");
     assert!(recorded(&mut conn, &keys).await.is_empty(), "no migration ran");
 
-    let mut api_config = api::config::ApiConfig::defaults();
-    api_config.redis.redis_url = redis.url();
-    api_config.redis.redis_prefix = PREFIX.into();
+    let api_config = support::api_config(&redis.url(), PREFIX);
     let err = api::build(&api_config).await.expect_err("the api refuses to build");
     assert!(format!("{err:#}").contains("newer"), "{err:#}");
 

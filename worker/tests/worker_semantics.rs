@@ -222,7 +222,7 @@ async fn succeeded_records_expire_and_failed_ones_are_kept_longer() {
     let (_, list) = system.get("/v1/jobs").await;
     let listed: Vec<&str> = list["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(listed, [bad.as_str()]);
-    let indexed: u64 = redis::cmd("ZCARD").arg(keys.tenant_jobs("default")).query_async(&mut conn).await.unwrap();
+    let indexed: u64 = redis::cmd("ZCARD").arg(keys.tenant_jobs(support::TENANT)).query_async(&mut conn).await.unwrap();
     assert_eq!(indexed, 1);
     worker.shutdown().await.unwrap();
 }
@@ -245,7 +245,8 @@ async fn the_events_stream_is_trimmed_and_idempotency_keys_expire() {
     let length: u64 = redis::cmd("XLEN").arg(keys.events()).query_async(&mut conn).await.unwrap();
     // MAXLEN ~ trims whole stream nodes (100 entries each), so it may keep up to one node more.
     assert!(length <= 200, "the events stream holds {length} entries");
-    let ttl: i64 = redis::cmd("TTL").arg(keys.idempotency("default", "k-7")).query_async(&mut conn).await.unwrap();
+    let ttl: i64 =
+        redis::cmd("TTL").arg(keys.idempotency(support::TENANT, "k-7")).query_async(&mut conn).await.unwrap();
     assert!((590..=600).contains(&ttl), "idempotency key ttl {ttl}");
 }
 

@@ -12,10 +12,10 @@ use shared::model::{JobRecord, JobStatus, from_millis};
 use shared::store::{CancelOutcome, EnqueueOutcome, IdempotencyClaim, JobPage, ListFilter, NewJob, RetryOutcome};
 
 use crate::AppState;
+use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, PROBLEM_JSON as PROBLEM, Problem};
 use crate::openapi::{BatchAccepted, JobEvents};
 use crate::submit::{self, BatchRequest, IdempotencyKeyHeader, JobRequest, MAX_BATCH};
-use crate::tenant::Tenant;
 
 /// `POST /v1/jobs` — validates and enqueues one job: 202 with its record.
 #[utoipa::path(
@@ -43,25 +43,28 @@ use crate::tenant::Tenant;
 )]
 pub async fn create_job(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    let tenant = &caller.tenant;
     let body = json_body(&headers, body, state.max_body_bytes)?;
     let request: JobRequest = submit::parse(&body)?;
-    let job = submit::validate(&state.registry, &tenant, request, "")?;
+    let job = submit::validate(&state.registry, tenant, request, "")?;
     let claim = idempotency(&headers, "jobs", &body)?;
-    match state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref()).await? {
+    match state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref(), state.rate_limit).await? {
         EnqueueOutcome::Created { at_ms } => {
             count_enqueued(std::slice::from_ref(&job));
             Ok(accepted(&new_record(job, at_ms), false))
         }
         EnqueueOutcome::Replayed { ids } => {
             let id = ids.into_iter().next().unwrap_or_default();
-            let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+            let (record, _) = state.store()?.get(tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
             Ok(accepted(&record, true))
         }
         EnqueueOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        EnqueueOutcome::RateLimited { retry_after_ms } => Err(ApiError::rate_limited(retry_after_ms)),
     }
 }
 
@@ -91,10 +94,12 @@ pub async fn create_job(
 )]
 pub async fn create_batch(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    let tenant = &caller.tenant;
     let body = json_body(&headers, body, state.max_body_bytes)?;
     let request: BatchRequest = submit::parse(&body)?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH {
@@ -104,16 +109,17 @@ pub async fn create_batch(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| submit::validate(&state.registry, &tenant, job, &format!("jobs[{index}].")))
+        .map(|(index, job)| submit::validate(&state.registry, tenant, job, &format!("jobs[{index}].")))
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
     let claim = idempotency(&headers, "batch", &body)?;
-    let (ids, replayed) = match state.store()?.enqueue(&jobs, claim.as_ref()).await? {
+    let (ids, replayed) = match state.store()?.enqueue(&jobs, claim.as_ref(), state.rate_limit).await? {
         EnqueueOutcome::Created { .. } => {
             count_enqueued(&jobs);
             (jobs.into_iter().map(|j| j.id).collect(), false)
         }
         EnqueueOutcome::Replayed { ids } => (ids, true),
         EnqueueOutcome::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+        EnqueueOutcome::RateLimited { retry_after_ms } => return Err(ApiError::rate_limited(retry_after_ms)),
     };
     let mut response = (StatusCode::ACCEPTED, Json(json!({ "ids": ids }))).into_response();
     if replayed {
@@ -138,10 +144,12 @@ pub async fn create_batch(
 )]
 pub async fn get_job(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+    caller.require(Scope::JobsRead)?;
+    let tenant = &caller.tenant;
+    let (record, _) = state.store()?.get(tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok(Json(record))
 }
 
@@ -160,10 +168,12 @@ pub async fn get_job(
 )]
 pub async fn get_job_events(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (_, history) = state.store()?.get(&tenant, &id).await?.ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
+    caller.require(Scope::JobsRead)?;
+    let tenant = &caller.tenant;
+    let (_, history) = state.store()?.get(tenant, &id).await?.ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
     Ok(Json(json!({ "job_id": id, "events": history })))
 }
 
@@ -205,9 +215,11 @@ pub struct ListQuery {
 )]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<shared::store::JobPage>, ApiError> {
+    caller.require(Scope::JobsRead)?;
+    let tenant = &caller.tenant;
     let status = query
         .status
         .as_deref()
@@ -216,7 +228,7 @@ pub async fn list_jobs(
         .map_err(|message| ApiError::BadParameter { field: "status".into(), message })?;
     let limit = super::limit_param(query.limit.as_deref(), 50, 500)?;
     let filter = ListFilter { status, queue: query.queue, kind: query.kind };
-    Ok(Json(state.store()?.list(&tenant, &filter, limit, query.cursor.as_deref()).await?))
+    Ok(Json(state.store()?.list(tenant, &filter, limit, query.cursor.as_deref()).await?))
 }
 
 /// `POST /v1/jobs/{id}/cancel` — cancels a waiting job (200), or flags a running
@@ -239,16 +251,18 @@ pub async fn list_jobs(
 )]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let status = match state.store()?.cancel(&tenant, &id).await? {
+    caller.require(Scope::JobsWrite)?;
+    let tenant = &caller.tenant;
+    let status = match state.store()?.cancel(tenant, &id).await? {
         CancelOutcome::Cancelled => StatusCode::OK,
         CancelOutcome::Flagged => StatusCode::ACCEPTED,
         CancelOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "cancelling" }),
         CancelOutcome::NotFound => return Err(ApiError::JobNotFound(id)),
     };
-    let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+    let (record, _) = state.store()?.get(tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok((status, Json(record)).into_response())
 }
 
@@ -269,15 +283,17 @@ pub async fn cancel_job(
 )]
 pub async fn retry_job(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    match state.store()?.retry(&tenant, &id).await? {
+    caller.require(Scope::JobsWrite)?;
+    let tenant = &caller.tenant;
+    match state.store()?.retry(tenant, &id).await? {
         RetryOutcome::Queued => {}
         RetryOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "retrying" }),
         RetryOutcome::NotFound => return Err(ApiError::JobNotFound(id)),
     }
-    let (record, _) = state.store()?.get(&tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
+    let (record, _) = state.store()?.get(tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok(Json(record))
 }
 

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 use crate::openapi::{QueuesOverview, RetriedFailed};
-use crate::tenant::Tenant;
 
 /// Most failed jobs one request queues again.
 const MAX_RETRY_FAILED: usize = 10_000;
@@ -25,7 +25,8 @@ const MAX_RETRY_FAILED: usize = 10_000;
         (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
-pub async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list_queues(State(state): State<AppState>, caller: Principal) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::JobsRead)?;
     let queues = state.store()?.queue_stats().await?;
     let workers = state.store()?.workers().await?;
     Ok(Json(json!({ "queues": queues, "workers": workers })))
@@ -56,11 +57,12 @@ pub struct RetryFailedQuery {
 )]
 pub async fn retry_failed(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    caller: Principal,
     Path(queue): Path<String>,
     Query(query): Query<RetryFailedQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::JobsWrite)?;
     let limit = super::limit_param(query.limit.as_deref(), 1_000, MAX_RETRY_FAILED)?;
-    let (retried, more) = state.store()?.retry_failed(&tenant, &queue, limit).await?;
+    let (retried, more) = state.store()?.retry_failed(&caller.tenant, &queue, limit).await?;
     Ok(Json(json!({ "queue": queue, "retried": retried, "more": more })))
 }

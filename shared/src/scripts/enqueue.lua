@@ -7,11 +7,11 @@
 -- ARGV[3]  idempotency key name ('' = none)   ARGV[4] request fingerprint
 -- ARGV[5]  idempotency ttl, seconds   ARGV[6] the ids, comma-separated (kept with the key)
 -- ARGV[7]  the event lines, newline-separated   ARGV[8] tenant   ARGV[9] created_ms
--- ARGV[10] job count n
--- ARGV[11..] n × (id, spec, state with its first history line), grouped by queue
+-- ARGV[10] job count n   ARGV[11] rate limit, jobs/s (0 = none)   ARGV[12] burst
+-- ARGV[13..] n × (id, spec, state with its first history line), grouped by queue
 --   then g, and g ranges: queue, 'r' (ready) or 's' (scheduled), first job (0-based),
 --   count, and for 's' one due_ms per job.
--- Returns {'created'} | {'replay', 'id1,id2,…'} | {'mismatch'}
+-- Returns {'created'} | {'replay', 'id1,id2,…'} | {'mismatch'} | {'limited', retry_after_ms}
 local tag, maxlen, idem_key = ARGV[1], ARGV[2], ARGV[3]
 
 if idem_key ~= '' then
@@ -26,12 +26,27 @@ if idem_key ~= '' then
 end
 
 local tenant, created, n = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+
+-- The tenant's token bucket (keys.rs `rate_limit`), on the server's clock so
+-- that every API instance shares one limit.
+local rate, burst = tonumber(ARGV[11]), tonumber(ARGV[12])
+if rate > 0 then
+  local bucket = tag .. ':rl:' .. tenant
+  local now = now_ms()
+  local kept = redis.call('HMGET', bucket, 't', 'ts')
+  local tokens = math.min(burst, (tonumber(kept[1]) or burst) + (now - (tonumber(kept[2]) or now)) * rate / 1000)
+  if tokens < n then
+    return {'limited', math.ceil((n - tokens) * 1000 / rate)}
+  end
+  redis.call('HSET', bucket, 't', tokens - n, 'ts', now)
+  redis.call('PEXPIRE', bucket, math.ceil((burst - tokens + n) * 1000 / rate) + 1000)
+end
 local specs, states, index = {}, {}, {}
 -- Index scores are created_ms × 1000 + position, so that the jobs of one batch
 -- (one millisecond) keep their order and page cleanly.
 local base = created * 1000
 for i = 0, n - 1 do
-  local at = 11 + 3 * i
+  local at = 13 + 3 * i
   local id = ARGV[at]
   specs[2 * i + 1], specs[2 * i + 2] = id, ARGV[at + 1]
   states[2 * i + 1], states[2 * i + 2] = id, ARGV[at + 2]
@@ -42,7 +57,7 @@ chunked('HSET', tag .. ':state', states, 2)
 chunked('ZADD', tag .. ':t:' .. tenant .. ':jobs', index, 2)
 redis.call('SADD', tag .. ':tenants', tenant)
 
-local at = 11 + 3 * n
+local at = 13 + 3 * n
 local g = tonumber(ARGV[at])
 at = at + 1
 for _ = 1, g do
@@ -50,11 +65,11 @@ for _ = 1, g do
   at = at + 4
   local items = {}
   if kind == 'r' then
-    for j = 0, count - 1 do items[j + 1] = ARGV[11 + 3 * (first + j)] end
+    for j = 0, count - 1 do items[j + 1] = ARGV[13 + 3 * (first + j)] end
     chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', items)
   else
     for j = 0, count - 1 do
-      items[2 * j + 1], items[2 * j + 2] = ARGV[at + j], ARGV[11 + 3 * (first + j)]
+      items[2 * j + 1], items[2 * j + 2] = ARGV[at + j], ARGV[13 + 3 * (first + j)]
     end
     chunked('ZADD', tag .. ':q:' .. queue .. ':scheduled', items, 2)
     at = at + count

@@ -1,19 +1,21 @@
 //! Building the ENQUEUE call: every record string is made here, so the script
 //! only files ranges of its arguments away.
 
-use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, string_at};
+use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, RateLimit, string_at};
 use crate::error::{StoreError, StoreResult};
 use crate::model::JobStatus;
 use crate::scripts;
 
 impl JobStore {
-    /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them.
+    /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them
+    /// and taking them from the tenant's `limit` bucket (a replay takes nothing).
     /// Every record string is built here, so the script only files them away. All
     /// jobs of one call belong to one tenant (one request).
     pub async fn enqueue(
         &self,
         jobs: &[NewJob],
         idempotency: Option<&IdempotencyClaim>,
+        limit: Option<RateLimit>,
     ) -> StoreResult<EnqueueOutcome> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut call = scripts::ENQUEUE.key(self.keys.events());
@@ -36,6 +38,8 @@ impl JobStore {
         let tenant = jobs.first().map_or("default", |job| job.tenant.as_str());
         debug_assert!(jobs.iter().all(|job| job.tenant == tenant), "one tenant per enqueue");
         call.arg(events.join("\n")).arg(tenant).arg(now).arg(jobs.len());
+        let limit = limit.filter(|limit| limit.per_sec > 0);
+        call.arg(limit.map_or(0, |l| l.per_sec)).arg(limit.map_or(0, |l| l.burst));
         // Jobs go in queue order (stable, so each queue keeps submission order), making
         // every queue's ready or scheduled jobs one contiguous range.
         let mut order: Vec<&NewJob> = jobs.iter().collect();
@@ -74,6 +78,10 @@ impl JobStore {
                 Ok(EnqueueOutcome::Replayed { ids: string_at(&reply, 1)?.split(',').map(str::to_owned).collect() })
             }
             "mismatch" => Ok(EnqueueOutcome::KeyReused),
+            "limited" => {
+                let wait = reply.get(1).and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok()).unwrap_or(1000);
+                Ok(EnqueueOutcome::RateLimited { retry_after_ms: wait.max(1) })
+            }
             other => Err(StoreError::Corrupt(format!("enqueue replied {other}"))),
         }
     }

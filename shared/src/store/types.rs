@@ -38,6 +38,16 @@ pub enum EnqueueOutcome {
     Replayed { ids: Vec<String> },
     /// The key was already claimed by a different request.
     KeyReused,
+    /// The tenant's rate limit holds these jobs back; nothing was stored.
+    RateLimited { retry_after_ms: u64 },
+}
+
+/// A tenant's submission limit: a token bucket of `burst` jobs refilled at
+/// `per_sec` jobs a second, kept in Redis so that it holds across API instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_sec: u32,
+    pub burst: u32,
 }
 
 /// Outcome of a cancel request.

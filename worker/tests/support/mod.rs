@@ -16,6 +16,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use worker::config::WorkerConfig;
 
+/// The HS256 secret every test API verifies tokens with.
+pub const TEST_SECRET: &str = "test secret, at least thirty-two bytes long";
+
+/// The tenant the harness acts for unless a test says otherwise.
+pub const TENANT: &str = "acme";
+
 /// Lease used by test workers: short, so crash recovery is quick to observe.
 pub const TEST_LEASE_SECS: u64 = 2;
 
@@ -85,6 +91,35 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// The API's configuration in tests: tokens signed with [`TEST_SECRET`], no
+/// clock-skew leeway, no rate limit.
+pub fn api_config(redis_url: &str, prefix: &str) -> ApiConfig {
+    let mut config = ApiConfig::defaults();
+    config.redis.redis_url = redis_url.to_owned();
+    config.redis.redis_prefix = prefix.to_owned();
+    config.bind_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.jwt_secret = Some(TEST_SECRET.to_owned().into());
+    config.auth.jwt_leeway_secs = 0;
+    config.rate_limit.rate_limit_per_sec = 0;
+    config
+}
+
+/// A token for `tenant` with `scope`, signed with [`TEST_SECRET`].
+pub fn token(tenant: &str, scope: &str, ttl: Duration) -> String {
+    let mut config = ApiConfig::defaults();
+    config.auth.jwt_secret = Some(TEST_SECRET.to_owned().into());
+    let request = api::auth::TokenRequest { tenant, subject: "test", scope, ttl, private_key_file: None };
+    api::auth::mint(&config.auth, &request).expect("token minted")
+}
+
+/// An HTTP client that sends `token` with every request.
+pub fn client_for(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().timeout(Duration::from_secs(15)).default_headers(headers).build().expect("http client")
+}
+
 impl System {
     /// Redis, SMTP and the API; no worker yet.
     pub async fn start() -> Self {
@@ -101,7 +136,7 @@ impl System {
             smtp,
             prefix,
             base: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client"),
+            http: client_for(&token(TENANT, "jobs:write jobs:read", Duration::from_secs(3600))),
             api_stop: None,
             api_task: None,
         };
@@ -112,11 +147,7 @@ impl System {
     }
 
     pub fn api_config(&self) -> ApiConfig {
-        let mut config = ApiConfig::defaults();
-        config.redis.redis_url = self.redis.url();
-        config.redis.redis_prefix = self.prefix.clone();
-        config.bind_addr = "127.0.0.1:0".parse().expect("addr");
-        config
+        api_config(&self.redis.url(), &self.prefix)
     }
 
     async fn start_api(&mut self, config: ApiConfig) {

@@ -9,10 +9,12 @@
 use axum::Router;
 use shared::model::{HistoryEntry, JobRecord, JobStatus};
 use shared::store::{JobPage, QueueStats, WorkerInfo};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::error::Problem;
+use crate::error::{PROBLEM_JSON, Problem};
 use crate::routes::{health, jobs, queues};
 use crate::submit::{BatchRequest, JobRequest};
 
@@ -28,11 +30,15 @@ timeouts, scheduling and cancellation.
 - Request bodies are `application/json` (or sent without a `Content-Type`).
 - `POST` routes that create jobs accept an `Idempotency-Key` header.
 - Every error is `application/problem+json` (the `Problem` schema); clients switch on its `code`.
-- Every request acts for tenant `default` until authentication lands; records, listings and \
-idempotency keys are scoped by tenant.";
+- Every `/v1` route needs `Authorization: Bearer <JWT>` with claims `sub`, `tenant`, `scope` \
+(space-separated `jobs:write`, `jobs:read`, `admin`) and `exp`: 401 without a valid token, 403 \
+without the scope. Records, listings, counts, events and idempotency keys belong to the token's \
+tenant; another tenant's job is 404 everywhere.
+- Job submission is rate-limited per tenant (a batch counts as its number of jobs): 429 with `Retry-After`.";
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&Authentication),
     info(title = "durable-jobs", version = env!("CARGO_PKG_VERSION"), description = DESCRIPTION),
     paths(
         jobs::create_job,
@@ -101,8 +107,8 @@ pub struct JobEvents {
 #[derive(ToSchema)]
 pub struct QueuesOverview {
     pub queues: Vec<QueueStats>,
-    /// Workers that sent a heartbeat within the last 3 leases.
-    pub workers: Vec<WorkerInfo>,
+    /// Workers that sent a heartbeat within the last 3 leases (`admin` tokens only).
+    pub workers: Option<Vec<WorkerInfo>>,
 }
 
 /// `POST /v1/queues/{queue}/retry-failed` answer.
@@ -120,6 +126,41 @@ pub struct RetriedFailed {
 pub struct Health {
     /// Always `ok`.
     pub status: String,
+}
+
+/// Declares the bearer scheme, and on every `/v1` operation the token it needs
+/// and the 401 and 403 answers (429 too where jobs are submitted).
+struct Authentication;
+
+impl Modify for Authentication {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        let problem = |description: &str| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+            ResponseBuilder::new().description(description).content(PROBLEM_JSON, content).build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut().filter(|(path, _)| path.starts_with("/v1/")) {
+            let submits = path == "/v1/jobs" || path == "/v1/jobs/batch";
+            for (method, operation) in [("get", item.get.as_mut()), ("post", item.post.as_mut())] {
+                let Some(operation) = operation else { continue };
+                operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                let responses = &mut operation.responses.responses;
+                responses
+                    .insert("401".into(), problem("`unauthorized`: no token, or one that does not verify.").into());
+                responses.insert("403".into(), problem("`forbidden`: the token lacks the scope.").into());
+                if submits && method == "post" {
+                    responses.insert(
+                        "429".into(),
+                        problem("`rate_limited`: the tenant's submission limit; retry after `Retry-After` s.").into(),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// `GET /readyz` answer.

@@ -103,6 +103,12 @@ impl Keys {
         format!("{}:t:{tenant}:jobs", self.tag)
     }
 
+    /// HASH — the tenant's jobs counted by queue and status, fields `queue \t status`;
+    /// every script that changes a status keeps it (see lib.lua `count`).
+    pub fn tenant_counts(&self, tenant: &str) -> String {
+        format!("{}:t:{tenant}:counts", self.tag)
+    }
+
     /// STRING — an `Idempotency-Key` claim, scoped per tenant: `<fingerprint>\t<id>[,<id>…]`,
     /// expiring after `IDEMPOTENCY_TTL_SECS`.
     pub fn idempotency(&self, tenant: &str, key: &str) -> String {

@@ -23,8 +23,14 @@ pub struct Migration {
 }
 
 /// Every migration this binary carries, oldest first. Never edit one: add a new file.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "0001_init", source: include_str!("../../migrations/0001_init.lua") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_init", source: include_str!("../../migrations/0001_init.lua") },
+    Migration {
+        version: 2,
+        name: "0002_tenant_counts",
+        source: include_str!("../../migrations/0002_tenant_counts.lua"),
+    },
+];
 
 /// The schema version this binary expects.
 pub fn latest() -> u32 {

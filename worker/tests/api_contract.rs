@@ -279,7 +279,7 @@ async fn queues_report_counts_and_live_workers() {
 
     let worker = system.spawn_worker_with(|c| c.queues = vec!["other".into()]);
     let workers = support::eventually(Duration::from_secs(5), "a worker heartbeat", || async {
-        let (_, body) = system.get("/v1/queues").await;
+        let (_, body) = system.get_admin("/v1/queues").await;
         body["workers"].as_array().filter(|w| !w.is_empty()).cloned()
     })
     .await;
@@ -413,7 +413,7 @@ async fn queue_latency_is_the_age_of_the_oldest_ready_job() {
     let latency = |body: &Value| {
         body["queues"].as_array().unwrap().iter().find(|q| q["name"] == "slow").unwrap()["latency_ms"].as_u64().unwrap()
     };
-    let (_, body) = system.get("/v1/queues").await;
+    let (_, body) = system.get_admin("/v1/queues").await;
     let waited = submitted.elapsed().as_millis() as u64;
     let measured = latency(&body);
     assert!((250..=waited + 50).contains(&measured), "latency {measured} ms after {waited} ms");
@@ -421,7 +421,7 @@ async fn queue_latency_is_the_age_of_the_oldest_ready_job() {
     let worker = system.spawn_worker();
     system.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
     let drained = support::eventually(Duration::from_secs(10), "the queue to drain", || async {
-        let (_, body) = system.get("/v1/queues").await;
+        let (_, body) = system.get_admin("/v1/queues").await;
         let queue = body["queues"].as_array().unwrap().iter().find(|q| q["name"] == "slow").cloned().unwrap();
         (queue["queued"] == 0).then_some(body)
     })

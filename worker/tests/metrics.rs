@@ -44,7 +44,7 @@ async fn the_api_exposes_request_counts_enqueues_and_queue_depths() {
     let id = system.submit(json!({"type": "noop"})).await;
     system.job(&id).await;
 
-    let page = system.http.get(system.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let page = system.admin.get(system.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(sample(&page, r#"jobs_enqueued_total{queue="default",type="noop"}"#), Some(2.0), "{page}");
     assert_eq!(sample(&page, r#"jobs_enqueued_total{queue="reports",type="noop"}"#), Some(1.0));
     assert_eq!(sample(&page, r#"http_requests_total{method="POST",path="/v1/jobs",status="202"}"#), Some(3.0));

@@ -98,7 +98,7 @@ async fn the_spec_is_openapi_3_1_and_lists_every_route_the_router_serves() {
     }
 
     let submit = &spec["paths"]["/v1/jobs"]["post"];
-    for status in ["202", "400", "413", "415", "422", "503"] {
+    for status in ["202", "400", "401", "403", "413", "415", "422", "429", "503"] {
         assert!(submit["responses"].get(status).is_some(), "POST /v1/jobs lacks {status}");
     }
     assert_eq!(
@@ -127,7 +127,15 @@ async fn the_spec_is_openapi_3_1_and_lists_every_route_the_router_serves() {
         .collect();
     assert_eq!(list, ["cursor", "limit", "queue", "status", "type"].map(String::from).into());
     let cancel = keys(&spec["paths"]["/v1/jobs/{id}/cancel"]["post"]["responses"]);
-    assert_eq!(cancel, ["200", "202", "404", "409", "503"].map(String::from).into());
+    assert_eq!(cancel, ["200", "202", "401", "403", "404", "409", "503"].map(String::from).into());
+    // Every /v1 operation names the bearer scheme; the probes do not.
+    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let secured = operation["security"] == json!([{"bearer": []}]);
+            assert_eq!(secured, path.starts_with("/v1/"), "{method} {path}");
+        }
+    }
 
     let request = &spec["components"]["schemas"]["JobRequest"]["properties"];
     assert_eq!(
@@ -168,7 +176,7 @@ async fn a_record_has_exactly_the_properties_its_schema_declares() {
     let (_, batch, _) = system.post("/v1/jobs/batch", &json!({"jobs": [{"type": "noop"}]}), &[]).await;
     assert_conforms(&spec, &schema("BatchAccepted"), &batch, "batch");
     let queues = support::eventually(Duration::from_secs(5), "a worker heartbeat", || async {
-        let (_, body) = system.get("/v1/queues").await;
+        let (_, body) = system.get_admin("/v1/queues").await;
         body["workers"].as_array().is_some_and(|w| !w.is_empty()).then_some(body)
     })
     .await;

@@ -310,7 +310,7 @@ async fn a_busy_worker_does_not_hoard_jobs_an_idle_one_could_run() {
     let idle = system.spawn_worker_with(|c| c.concurrency = 2);
     // Let the idle worker register before the jobs arrive.
     support::eventually(Duration::from_secs(5), "both workers registered", || async {
-        let (_, body) = system.get("/v1/queues").await;
+        let (_, body) = system.get_admin("/v1/queues").await;
         (body["workers"].as_array().unwrap().len() == 2).then_some(())
     })
     .await;

@@ -10,7 +10,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use shared::model::JobStatus;
+
 use crate::AppState;
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
 
 /// The process's recorder: one per process, shared by every API instance in it.
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -36,25 +40,28 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// `GET /metrics` — request and enqueue counters, plus queue depths and live
-/// workers read from Redis at scrape time (skipped while Redis is away).
-pub async fn get_metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics` — request and enqueue counters, plus queue counts and live
+/// workers read from Redis at scrape time (skipped while Redis is away). Needs a
+/// token with the `admin` scope (Prometheus: `authorization.credentials_file`).
+pub async fn get_metrics(State(state): State<AppState>, caller: Result<Principal, ApiError>) -> Response {
+    if let Err(err) = caller.and_then(|caller| caller.require(Scope::Admin)) {
+        return err.into_response();
+    }
     let Some(recorder) = recorder() else {
         return (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response();
     };
     if let Ok(store) = state.store() {
-        if let Ok(queues) = store.queue_stats().await {
-            for q in queues {
-                for (status, count) in [
-                    ("queued", q.queued),
-                    ("scheduled", q.scheduled),
-                    ("running", q.running),
-                    ("retrying", q.retrying),
-                    ("failed", q.failed),
-                ] {
-                    metrics::gauge!("queue_jobs", "queue" => q.name.clone(), "status" => status).set(count as f64);
+        if let Ok(queues) = store.queue_stats(None).await {
+            for q in &queues {
+                for status in JobStatus::ALL {
+                    metrics::gauge!("queue_jobs", "queue" => q.name.clone(), "status" => status.as_str())
+                        .set(q.count(status) as f64);
                 }
-                metrics::gauge!("queue_latency_seconds", "queue" => q.name.clone()).set(q.latency_ms as f64 / 1000.0);
+            }
+        }
+        if let Ok(latency) = store.queue_latency().await {
+            for (queue, ms) in latency {
+                metrics::gauge!("queue_latency_seconds", "queue" => queue).set(ms as f64 / 1000.0);
             }
         }
         if let Ok(workers) = store.workers().await {

@@ -13,23 +13,32 @@ use crate::openapi::{QueuesOverview, RetriedFailed};
 /// Most failed jobs one request queues again.
 const MAX_RETRY_FAILED: usize = 10_000;
 
-/// `GET /v1/queues` — per-queue counts and the workers that sent a heartbeat recently.
+/// `GET /v1/queues` — per-queue counts of the caller's jobs; for `admin` tokens also
+/// each queue's latency and the workers that sent a heartbeat recently.
 #[utoipa::path(
     get,
     path = "/v1/queues",
     tag = "queues",
     summary = "Queue counts and live workers",
     responses(
-        (status = 200, description = "Counts per queue; workers seen within the last 3 leases.",
+        (status = 200, description = "Counts of the caller's jobs per queue; with `admin`, also `latency_ms` \
+            and the workers seen within the last 3 leases.",
             body = QueuesOverview),
         (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn list_queues(State(state): State<AppState>, caller: Principal) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::JobsRead)?;
-    let queues = state.store()?.queue_stats().await?;
-    let workers = state.store()?.workers().await?;
-    Ok(Json(json!({ "queues": queues, "workers": workers })))
+    let store = state.store()?;
+    let mut queues = store.queue_stats(Some(&caller.tenant)).await?;
+    if !caller.has(Scope::Admin) {
+        return Ok(Json(json!({ "queues": queues })));
+    }
+    let latency = store.queue_latency().await?;
+    for queue in &mut queues {
+        queue.latency_ms = latency.get(&queue.name).copied().or(Some(0));
+    }
+    Ok(Json(json!({ "queues": queues, "workers": store.workers().await? })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -38,16 +38,16 @@ for _ = 1, tonumber(ARGV[5]) do
           w.result[#w.result + 1] = id
           w.result[#w.result + 1] = text
         end
-        transition(w, id, meta, 'succeeded', attempt, due, cancel, ok_expires, history)
+        transition(w, id, meta, status, 'succeeded', attempt, due, cancel, ok_expires, history)
       elseif cancel == '1' then
-        transition(w, id, meta, 'cancelled', attempt, due, cancel, failed_expires, history, text)
+        transition(w, id, meta, status, 'cancelled', attempt, due, cancel, failed_expires, history, text)
       elseif verdict == 'fail' then
         redis.call('ZADD', tag .. ':q:' .. queue .. ':failed', now, id)
-        transition(w, id, meta, 'failed', attempt, due, cancel, failed_expires, history, text)
+        transition(w, id, meta, status, 'failed', attempt, due, cancel, failed_expires, history, text)
       else
         local retry_at = now + tonumber(verdict)
         redis.call('ZADD', tag .. ':q:' .. queue .. ':retry', retry_at, id)
-        transition(w, id, meta, 'retrying', attempt, retry_at, cancel, 0, history, text)
+        transition(w, id, meta, status, 'retrying', attempt, retry_at, cancel, 0, history, text)
         retried = true
       end
     end

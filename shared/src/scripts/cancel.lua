@@ -25,6 +25,6 @@ else
 end
 local now = now_ms()
 local w = writer(tag, now)
-transition(w, id, meta, 'cancelled', attempts, due, 0, now + failed_ttl, history)
+transition(w, id, meta, status, 'cancelled', attempts, due, 0, now + failed_ttl, history)
 flush(w, maxlen)
 return {'cancelled'}

@@ -31,7 +31,7 @@ local function promote(queue, zkey)
   for i, id in ipairs(due) do
     local status, attempts, due_at, cancel, _, history = parse_state(states[i])
     if (status == 'scheduled' or status == 'retrying') and specs[i] then
-      transition(w, id, spec_meta(specs[i]), 'queued', attempts, due_at, cancel, 0, history)
+      transition(w, id, spec_meta(specs[i]), status, 'queued', attempts, due_at, cancel, 0, history)
       push(w, tag .. ':q:' .. queue .. ':ready', id)
     end
   end
@@ -56,7 +56,7 @@ for _, queue in ipairs(queues) do
       -- A cancelled job may still sit in the list, and an expired one is gone: skip both.
       if status == 'queued' and specs[i] then
         local attempt = attempts + 1
-        transition(w, id, spec_meta(specs[i]), 'running', attempt, due, cancel, 0, history)
+        transition(w, id, spec_meta(specs[i]), status, 'running', attempt, due, cancel, 0, history)
         leases[#leases + 1] = id
         leases[#leases + 1] = expiry
         out[#out + 1] = id

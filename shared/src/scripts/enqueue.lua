@@ -64,6 +64,7 @@ for _ = 1, g do
   local queue, kind, first, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   at = at + 4
   local items = {}
+  redis.call('HINCRBY', counts_key(tag, tenant), queue .. '\t' .. (kind == 'r' and 'queued' or 'scheduled'), count)
   if kind == 'r' then
     for j = 0, count - 1 do items[j + 1] = ARGV[13 + 3 * (first + j)] end
     chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', items)

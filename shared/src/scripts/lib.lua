@@ -9,6 +9,8 @@
 --   result  id -> the result JSON of a succeeded job (absent when null)
 -- The history rides in the state value: a transition reads and rewrites one
 -- field, instead of also inserting into a history hash.
+-- Per tenant, a count of jobs by queue and status: `t:<tenant>:counts`, fields
+-- `queue \t status`. Each transition moves one job from one count to another.
 -- Event lines: id \t tenant \t type \t queue \t status \t attempt \t at_ms \t error.
 -- Error texts reach the scripts without tabs or newlines (the callers strip them).
 
@@ -76,7 +78,7 @@ end
 -- Collects the writes of one call: a transition per job, lists to push, and the
 -- event lines, so that each hash and list gets one command per call.
 local function writer(tag, now)
-  return { tag = tag, now = tostring(now), state = {}, result = {}, lists = {}, order = {}, lines = {} }
+  return { tag = tag, now = tostring(now), state = {}, result = {}, lists = {}, order = {}, lines = {}, counts = {} }
 end
 
 local function push(w, key, value)
@@ -89,10 +91,24 @@ local function push(w, key, value)
   list[#list + 1] = value
 end
 
--- Records one transition: the new state with its history line appended, and
+-- Adds `delta` to the count of `meta`'s tenant and queue in `status`. Metas of
+-- one batch are mostly the same string (Lua interns strings), so this is two
+-- table lookups; flush turns the net changes into one HINCRBY each.
+local function count(w, meta, status, delta)
+  local c = w.counts[meta]
+  if not c then
+    c = {}
+    w.counts[meta] = c
+  end
+  c[status] = (c[status] or 0) + delta
+end
+
+-- Records one transition from status `from`: the new state with its history line appended, and
 -- the event line. `due` and `expires` are strings or numbers (0 = live);
 -- `cancel` is '0' or '1'; `history` is what parse_state returned.
-local function transition(w, id, meta, status, attempts, due, cancel, expires, history, err)
+local function transition(w, id, meta, from, status, attempts, due, cancel, expires, history, err)
+  count(w, meta, from, -1)
+  count(w, meta, status, 1)
   local a = str(attempts)
   local st = w.state
   st[#st + 1] = id
@@ -119,9 +135,19 @@ local function wake(tag)
   redis.call('XADD', tag .. ':wake', 'MAXLEN', '~', 100, '*', 'w', '1')
 end
 
+local function counts_key(tag, tenant)
+  return tag .. ':t:' .. tenant .. ':counts'
+end
+
 -- Writes what a writer collected, and appends its events.
 local function flush(w, maxlen)
   local tag = w.tag
+  for meta, deltas in pairs(w.counts) do
+    local tenant, queue = string.match(meta, '^([^\t]*)\t[^\t]*\t(.*)$')
+    for status, delta in pairs(deltas) do
+      if delta ~= 0 then redis.call('HINCRBY', counts_key(tag, tenant), queue .. '\t' .. status, delta) end
+    end
+  end
   if #w.state > 0 then chunked('HSET', tag .. ':state', w.state, 2) end
   if #w.result > 0 then chunked('HSET', tag .. ':result', w.result, 2) end
   for _, key in ipairs(w.order) do chunked('RPUSH', key, w.lists[key]) end
@@ -131,5 +157,5 @@ local function flush(w, maxlen)
     if not cursor or w.gc_min < cursor then redis.call('SET', tag .. ':gc:cursor', w.gc_min) end
   end
   emit(tag, maxlen, table.concat(w.lines, '\n'))
-  w.state, w.result, w.lists, w.order, w.lines, w.gc_min = {}, {}, {}, {}, {}, nil
+  w.state, w.result, w.lists, w.order, w.lines, w.counts, w.gc_min = {}, {}, {}, {}, {}, {}, nil
 end

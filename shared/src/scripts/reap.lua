@@ -31,12 +31,12 @@ for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
         local meta = spec_meta(specs[i])
         local max_attempts = tonumber(string.match(specs[i], '^[^\t]*\t[^\t]*\t[^\t]*\t(%d+)'))
         if cancel == '1' then
-          transition(w, id, meta, 'cancelled', attempts, due, cancel, now + failed_ttl, history, err)
+          transition(w, id, meta, status, 'cancelled', attempts, due, cancel, now + failed_ttl, history, err)
         elseif attempts >= max_attempts then
           redis.call('ZADD', q .. ':failed', now, id)
-          transition(w, id, meta, 'failed', attempts, due, cancel, now + failed_ttl, history, err)
+          transition(w, id, meta, status, 'failed', attempts, due, cancel, now + failed_ttl, history, err)
         else
-          transition(w, id, meta, 'queued', attempts, due, cancel, 0, history, err)
+          transition(w, id, meta, status, 'queued', attempts, due, cancel, 0, history, err)
           push(w, q .. ':ready', id)
           requeued = true
         end
@@ -61,15 +61,20 @@ if cursor then
     if ids then
       budget = budget - #ids
       local states = hmget(tag .. ':state', ids)
-      local gone = {}
+      local gone, ended = {}, {}
       for i, id in ipairs(ids) do
         local status, _, _, _, expires = parse_state(states[i])
         -- A job retried after it ended is live again: keep it.
         if (status == 'succeeded' or status == 'failed' or status == 'cancelled') and tonumber(expires) <= now then
           gone[#gone + 1] = id
+          ended[#ended + 1] = status
         end
       end
       if #gone > 0 then
+        local specs = hmget(tag .. ':spec', gone)
+        for i, spec in ipairs(specs) do
+          if spec then count(w, spec_meta(spec), ended[i], -1) end
+        end
         for _, column in ipairs({':spec', ':state', ':result'}) do
           chunked('HDEL', tag .. column, gone)
         end
@@ -81,6 +86,7 @@ if cursor then
     steps = steps + 1
   end
   redis.call('SET', tag .. ':gc:cursor', cursor)
+  flush(w, maxlen)
 end
 
 for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do

@@ -12,7 +12,7 @@ if status ~= 'failed' and status ~= 'cancelled' then return {'conflict', status}
 local q = tag .. ':q:' .. queue
 local now = now_ms()
 local w = writer(tag, now)
-transition(w, id, meta, 'queued', 0, w.now, 0, 0, history)
+transition(w, id, meta, status, 'queued', 0, w.now, 0, 0, history)
 push(w, q .. ':ready', id)
 redis.call('ZREM', q .. ':failed', id)
 flush(w, maxlen)

@@ -21,7 +21,7 @@ while retried < limit and offset < limit * 10 do
   for i, id in ipairs(ids) do
     local status, _, _, _, _, history = parse_state(states[i])
     if retried < limit and status == 'failed' and specs[i] and string.sub(specs[i], 1, #prefix) == prefix then
-      transition(w, id, spec_meta(specs[i]), 'queued', 0, w.now, 0, 0, history)
+      transition(w, id, spec_meta(specs[i]), status, 'queued', 0, w.now, 0, 0, history)
       push(w, q .. ':ready', id)
       done[#done + 1] = id
       retried = retried + 1

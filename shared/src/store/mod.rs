@@ -11,6 +11,7 @@ mod enqueue;
 mod listing;
 mod types;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -162,50 +163,64 @@ impl JobStore {
         Ok((retried, more == 1))
     }
 
-    /// Counts per queue, in one pipelined round trip after the queue list.
-    pub async fn queue_stats(&self) -> StoreResult<Vec<QueueStats>> {
+    /// Per-queue counts of one tenant's jobs, or of every tenant's (`None`), with
+    /// every known queue listed; read from the counts the scripts keep.
+    pub async fn queue_stats(&self, tenant: Option<&str>) -> StoreResult<Vec<QueueStats>> {
         let mut conn = self.conn.clone();
-        let mut names: Vec<String> = conn.smembers(self.keys.queues()).await?;
-        names.sort();
+        let tenants: Vec<String> = match tenant {
+            Some(tenant) => vec![tenant.to_owned()],
+            None => conn.smembers(self.keys.tenants()).await?,
+        };
+        let mut pipe = redis::pipe();
+        pipe.smembers(self.keys.queues());
+        for tenant in &tenants {
+            pipe.hgetall(self.keys.tenant_counts(tenant));
+        }
+        let (names, counts): (Vec<String>, Vec<Vec<(String, i64)>>) = {
+            let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let counts = replies.split_off(1).into_iter().map(redis::from_redis_value).collect::<Result<_, _>>();
+            (
+                redis::from_redis_value(replies.remove(0)).map_err(redis::RedisError::from)?,
+                counts.map_err(redis::RedisError::from)?,
+            )
+        };
+        let mut stats: BTreeMap<String, QueueStats> =
+            names.into_iter().map(|name| (name.clone(), QueueStats::empty(name))).collect();
+        for (field, n) in counts.into_iter().flatten() {
+            let Some((queue, status)) = field.split_once('\t') else { continue };
+            let Ok(status) = status.parse::<JobStatus>() else { continue };
+            let entry = stats.entry(queue.to_owned()).or_insert_with(|| QueueStats::empty(queue.to_owned()));
+            *entry.count_mut(status) += n.max(0) as u64;
+        }
+        Ok(stats.into_values().collect())
+    }
+
+    /// How long the job at the head of each queue's ready list has been due, in ms
+    /// (0 when none waits). Queue-wide: every tenant's jobs.
+    pub async fn queue_latency(&self) -> StoreResult<BTreeMap<String, u64>> {
+        let mut conn = self.conn.clone();
+        let names: Vec<String> = conn.smembers(self.keys.queues()).await?;
         let mut pipe = redis::pipe();
         for name in &names {
-            pipe.llen(self.keys.ready(name))
-                .zcard(self.keys.scheduled(name))
-                .hlen(self.keys.running(name))
-                .zcard(self.keys.retry(name))
-                .zcard(self.keys.failed(name))
-                .lindex(self.keys.ready(name), 0);
+            pipe.lindex(self.keys.ready(name), 0);
         }
-        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let mut stats = Vec::with_capacity(names.len());
-        let mut oldest = Vec::new();
-        for (name, r) in names.into_iter().zip(replies.chunks(6)) {
-            let count = |i: usize| redis::from_redis_value::<u64>(r[i].clone()).unwrap_or(0);
-            if let Ok(Some(id)) = redis::from_redis_value::<Option<String>>(r[5].clone()) {
-                oldest.push((stats.len(), id));
-            }
-            stats.push(QueueStats {
-                name,
-                queued: count(0),
-                scheduled: count(1),
-                running: count(2),
-                retrying: count(3),
-                failed: count(4),
-                latency_ms: 0,
-            });
+        let heads: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let mut latency: BTreeMap<String, u64> = names.iter().map(|name| (name.clone(), 0)).collect();
+        let waiting: Vec<(String, String)> =
+            names.into_iter().zip(heads).filter_map(|(name, head)| Some((name, head?))).collect();
+        if waiting.is_empty() {
+            return Ok(latency);
         }
-        // Latency: how long the job at the head of each ready list has been due.
-        if !oldest.is_empty() {
-            let ids: Vec<&str> = oldest.iter().map(|(_, id)| id.as_str()).collect();
-            let states: Vec<Option<String>> =
-                redis::cmd("HMGET").arg(self.keys.state()).arg(ids).query_async(&mut conn).await?;
-            let now = chrono::Utc::now().timestamp_millis();
-            for ((index, _), state) in oldest.iter().zip(states) {
-                let due = state.as_deref().and_then(|s| State::parse(s.lines().next()?)).map(|s| s.due_ms);
-                stats[*index].latency_ms = due.map_or(0, |due| (now - due).max(0) as u64);
+        let ids: Vec<&str> = waiting.iter().map(|(_, id)| id.as_str()).collect();
+        let states: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(self.keys.state()).arg(ids).query_async(&mut conn).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for ((name, _), state) in waiting.into_iter().zip(states) {
+            if let Some(due) = state.as_deref().and_then(|s| State::parse(s.lines().next()?)).map(|s| s.due_ms) {
+                latency.insert(name, (now - due).max(0) as u64);
             }
         }
-        Ok(stats)
+        Ok(latency)
     }
 
     /// Workers that sent a heartbeat recently, with their last heartbeat.

@@ -84,7 +84,7 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
-/// Per-queue counts.
+/// Per-queue counts of jobs by status.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct QueueStats {
     pub name: String,
@@ -92,9 +92,53 @@ pub struct QueueStats {
     pub scheduled: u64,
     pub running: u64,
     pub retrying: u64,
+    pub succeeded: u64,
     pub failed: u64,
-    /// How long the oldest ready job has waited since it became due, in ms (0 when none waits).
-    pub latency_ms: u64,
+    pub cancelled: u64,
+    /// How long the oldest ready job (any tenant's) has waited since it became due,
+    /// in ms; shown to `admin` tokens only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+}
+
+impl QueueStats {
+    pub fn empty(name: String) -> Self {
+        Self {
+            name,
+            queued: 0,
+            scheduled: 0,
+            running: 0,
+            retrying: 0,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            latency_ms: None,
+        }
+    }
+
+    pub fn count(&self, status: JobStatus) -> u64 {
+        match status {
+            JobStatus::Queued => self.queued,
+            JobStatus::Scheduled => self.scheduled,
+            JobStatus::Running => self.running,
+            JobStatus::Retrying => self.retrying,
+            JobStatus::Succeeded => self.succeeded,
+            JobStatus::Failed => self.failed,
+            JobStatus::Cancelled => self.cancelled,
+        }
+    }
+
+    pub(crate) fn count_mut(&mut self, status: JobStatus) -> &mut u64 {
+        match status {
+            JobStatus::Queued => &mut self.queued,
+            JobStatus::Scheduled => &mut self.scheduled,
+            JobStatus::Running => &mut self.running,
+            JobStatus::Retrying => &mut self.retrying,
+            JobStatus::Succeeded => &mut self.succeeded,
+            JobStatus::Failed => &mut self.failed,
+            JobStatus::Cancelled => &mut self.cancelled,
+        }
+    }
 }
 
 /// A live worker, as registered by its heartbeat.

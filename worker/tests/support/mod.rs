@@ -30,7 +30,10 @@ pub struct System {
     pub smtp: SmtpServer,
     pub prefix: String,
     pub base: String,
+    /// Sends a `jobs:write jobs:read` token of [`TENANT`].
     pub http: reqwest::Client,
+    /// Sends an `admin` token of [`TENANT`].
+    pub admin: reqwest::Client,
     api_stop: Option<oneshot::Sender<()>>,
     api_task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -137,6 +140,7 @@ impl System {
             prefix,
             base: String::new(),
             http: client_for(&token(TENANT, "jobs:write jobs:read", Duration::from_secs(3600))),
+            admin: client_for(&token(TENANT, "admin", Duration::from_secs(3600))),
             api_stop: None,
             api_task: None,
         };
@@ -250,6 +254,13 @@ impl System {
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.http.get(self.url(path)).send().await.expect("request sent");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs with the admin token.
+    pub async fn get_admin(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.admin.get(self.url(path)).send().await.expect("request sent");
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -27,7 +27,7 @@ for _ = 1, tonumber(ARGV[5]) do
   local leaving = {}
   for j = 0, k - 1 do
     local b = first + 5 * j
-    local id, meta, attempt, verdict, text = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4]
+    local id, meta, attempt, verdict, text = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
     local status, attempts, due, cancel, _, history = parse_state(states[j + 1])
     if status ~= 'running' or attempts ~= attempt then
       stale = stale + 1

@@ -55,7 +55,7 @@ for _, queue in ipairs(queues) do
       local status, attempts, due, cancel, _, history = parse_state(states[i])
       -- A cancelled job may still sit in the list, and an expired one is gone: skip both.
       if status == 'queued' and specs[i] then
-        local attempt = attempts + 1
+        local attempt = next_attempt(attempts)
         transition(w, id, spec_meta(specs[i]), status, 'running', attempt, due, cancel, 0, history)
         leases[#leases + 1] = id
         leases[#leases + 1] = expiry

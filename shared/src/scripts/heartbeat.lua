@@ -16,7 +16,7 @@ local renew, renew_order, out = {}, {}, {}
 local expiry = tostring(now + lease)
 for i, id in ipairs(ids) do
   local b = 5 + (i - 1) * 3
-  local queue, attempt = ARGV[b + 1], tonumber(ARGV[b + 2])
+  local queue, attempt = ARGV[b + 1], ARGV[b + 2]
   local status, attempts, _, cancel = parse_state(states[i])
   if status == 'running' and attempts == attempt then
     local r = renew[queue]

@@ -32,14 +32,24 @@ local function str(n)
   return s
 end
 
--- status, attempts (a number), due, cancel, expires, history (nil when the job
--- is gone); due and expires stay strings, as they are mostly copied, not computed.
+-- status, attempts, due, cancel, expires, history (nil when the job is gone).
+-- All stay strings: they are mostly copied or compared, and Lua turns strings
+-- into numbers with strtod, which would dominate the scripts' own work.
 -- `history` keeps its leading newline, ready to be carried into the next value.
 local function parse_state(s)
   if not s then return nil end
-  local status, attempts, due, cancel, expires, history =
-    string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)(.*)$')
-  return status, tonumber(attempts), due, cancel, expires, history
+  return string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)(.*)$')
+end
+
+-- The attempt after `attempts` (a string), converted once per distinct value.
+local successors = {}
+local function next_attempt(attempts)
+  local n = successors[attempts]
+  if not n then
+    n = tostring(tonumber(attempts) + 1)
+    successors[attempts] = n
+  end
+  return n
 end
 
 -- `tenant \t type \t queue`, from a spec.
@@ -78,7 +88,7 @@ end
 -- Collects the writes of one call: a transition per job, lists to push, and the
 -- event lines, so that each hash and list gets one command per call.
 local function writer(tag, now)
-  return { tag = tag, now = tostring(now), state = {}, result = {}, lists = {}, order = {}, lines = {}, counts = {} }
+  return { tag = tag, now = tostring(now), state = {}, result = {}, lists = {}, order = {}, lines = {}, counts = {}, buckets = {} }
 end
 
 local function push(w, key, value)
@@ -116,10 +126,16 @@ local function transition(w, id, meta, from, status, attempts, due, cancel, expi
     '\n' .. status .. '\t' .. a .. '\t' .. w.now .. '\t' .. (err or '')
   w.lines[#w.lines + 1] = event_line(id, meta, status, a, w.now, err)
   if expires ~= 0 then
-    -- Deleted by REAP once its retention ends (one-second buckets).
-    local second = math.floor(tonumber(expires) / 1000)
-    push(w, w.tag .. ':gc:' .. second, id)
-    if not w.gc_min or second < w.gc_min then w.gc_min = second end
+    -- Deleted by REAP once its retention ends (one-second buckets). A call's jobs
+    -- mostly share one expiry: its bucket is worked out once.
+    local bucket = w.buckets[expires]
+    if not bucket then
+      local second = math.floor(tonumber(expires) / 1000)
+      bucket = { key = w.tag .. ':gc:' .. second, second = second }
+      w.buckets[expires] = bucket
+      if not w.gc_min or second < w.gc_min then w.gc_min = second end
+    end
+    push(w, bucket.key, id)
   end
 end
 
@@ -157,5 +173,5 @@ local function flush(w, maxlen)
     if not cursor or w.gc_min < cursor then redis.call('SET', tag .. ':gc:cursor', w.gc_min) end
   end
   emit(tag, maxlen, table.concat(w.lines, '\n'))
-  w.state, w.result, w.lists, w.order, w.lines, w.counts, w.gc_min = {}, {}, {}, {}, {}, {}, nil
+  w.state, w.result, w.lists, w.order, w.lines, w.counts, w.buckets, w.gc_min = {}, {}, {}, {}, {}, {}, {}, nil
 end

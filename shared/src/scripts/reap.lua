@@ -32,7 +32,7 @@ for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
         local max_attempts = tonumber(string.match(specs[i], '^[^\t]*\t[^\t]*\t[^\t]*\t(%d+)'))
         if cancel == '1' then
           transition(w, id, meta, status, 'cancelled', attempts, due, cancel, now + failed_ttl, history, err)
-        elseif attempts >= max_attempts then
+        elseif tonumber(attempts) >= max_attempts then
           redis.call('ZADD', q .. ':failed', now, id)
           transition(w, id, meta, status, 'failed', attempts, due, cancel, now + failed_ttl, history, err)
         else

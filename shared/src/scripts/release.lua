@@ -14,10 +14,10 @@ local states = hmget(tag .. ':state', ids)
 local released = 0
 for i, id in ipairs(ids) do
   local b = 3 + (i - 1) * 4
-  local meta, queue, attempt = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
+  local meta, queue, attempt = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local status, attempts, due, cancel, _, history = parse_state(states[i])
   if status == 'running' and attempts == attempt then
-    transition(w, id, meta, status, 'queued', attempt - 1, due, cancel, 0, history)
+    transition(w, id, meta, status, 'queued', tonumber(attempt) - 1, due, cancel, 0, history)
     redis.call('HDEL', tag .. ':q:' .. queue .. ':running', id)
     redis.call('LPUSH', tag .. ':q:' .. queue .. ':ready', id)
     released = released + 1

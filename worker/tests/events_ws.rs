@@ -461,3 +461,115 @@ async fn a_thousand_sockets_across_tenants_each_get_only_their_tenants_events() 
     }
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_closed_with_1013_and_the_server_memory_stays_flat() {
+    let system = System::start().await;
+    // The API as its own process (`worker dev`: API and a worker), so its memory is its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = dev_server(
+        &system,
+        &[
+            ("BIND_ADDR", &format!("127.0.0.1:{port}")),
+            ("JWT_SECRET", support::TEST_SECRET),
+            ("RATE_LIMIT_PER_SEC", "0"),
+            ("WS_BUFFER", "64"),
+        ],
+    );
+    support::eventually(Duration::from_secs(20), "the dev server", || {
+        let url = format!("{base}/healthz");
+        async move { reqwest::get(url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+    })
+    .await;
+
+    // A client whose socket takes in little, and which then stops reading.
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("small buffer");
+    let stream = tcp.connect(format!("127.0.0.1:{port}").parse().expect("addr")).await.expect("connect");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(events_url(&base, ""))
+            .expect("request");
+    request.headers_mut().insert("authorization", format!("Bearer {}", reader()).parse().expect("header"));
+    let (mut slow, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .expect("upgraded");
+    subscribed(&mut slow).await;
+
+    // And one that keeps up: bursts of 1,000 events must not evict it.
+    let mut fast = connect(&base, "", &reader()).await;
+    subscribed(&mut fast).await;
+    let total = 83_000;
+    let (progress, mut fast_seen) = tokio::sync::watch::channel(0usize);
+    let fast = tokio::spawn(async move {
+        let mut events = 0;
+        while events < total {
+            match tokio::time::timeout(WAIT, futures::StreamExt::next(&mut fast)).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))) => {
+                    events += 1;
+                    progress.send_replace(events);
+                }
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame)))) => {
+                    panic!("the fast reader was closed after {events} events: {frame:?}")
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the fast reader stopped after {events} events: {other:?}"),
+            }
+        }
+        events
+    });
+
+    let writer = client_for(&token(TENANT, "jobs:write", Duration::from_secs(600)));
+    let batch = json!({"jobs": vec![json!({"type": "noop", "delay_ms": 3_600_000}); 1_000]});
+    let post = |writer: reqwest::Client| {
+        let (url, batch) = (format!("{base}/v1/jobs/batch"), batch.clone());
+        async move {
+            let response = writer.post(url).json(&batch).send().await.expect("sent");
+            assert_eq!(response.status(), 202);
+        }
+    };
+    for _ in 0..3 {
+        post(writer.clone()).await;
+    }
+    let baseline = rss(server.pid());
+    let mut peak = baseline;
+    let batches = 80;
+    for batch in 0..batches {
+        post(writer.clone()).await;
+        peak = peak.max(rss(server.pid()));
+        // Paced by the reader that keeps up (this test's runtime is shared with it),
+        // so it is never slow itself; the other one never reads.
+        let expected = (batch + 4) * 1_000;
+        tokio::time::timeout(WAIT, fast_seen.wait_for(|n| *n >= expected)).await.expect("fast reader keeps up").ok();
+    }
+    let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
+    eprintln!(
+        "server RSS: baseline {:.1} MiB, peak {:.1} MiB while {} events were published to a reader that never read",
+        mib(baseline),
+        mib(peak),
+        batches * 1_000
+    );
+    // Queued without bound, 80,000 events (~200 bytes of JSON each, plus the event) would take
+    // well over 30 MiB.
+    assert!(peak - baseline < 16 * 1_048_576, "grew by {:.1} MiB", mib(peak - baseline));
+    // The reader, once it reads again, finds what was in flight, then the close.
+    let (code, reason, before) = close_code(&mut slow, Duration::from_secs(10)).await;
+    assert_eq!((code, reason.as_str()), (1013, "too slow: reconnect with since"));
+    assert!(before < batches * 1_000, "{before} messages reached it");
+    eprintln!("{before} messages reached the slow reader before its close");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(60), fast).await.expect("fast reader done").expect("task"),
+        total
+    );
+}

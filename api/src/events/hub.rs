@@ -5,8 +5,9 @@
 //! the shared multiplexed connection would stall every other command), keeps the
 //! last entry id it dispatched, and after a Redis outage reconnects with backoff
 //! and carries on from that id. Each member gets a bounded queue; a member whose
-//! queue is full is dropped from its room and told so (it closes with 1013), so
-//! a slow reader never makes the server buffer more than its queue.
+//! queue stays full for [`SLOW_GRACE`] is dropped from its room and told so (it
+//! closes with 1013), so a slow reader never makes the server buffer more than
+//! its queue.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,9 @@ use tokio::sync::{mpsc, watch};
 /// How long one XREAD blocks before the reader checks it is still wanted.
 const BLOCK: Duration = Duration::from_secs(5);
 /// Entries per XREAD: an entry can hold a batch of 1,000 events, so few at a time.
-const ENTRIES_PER_READ: usize = 16;
+const ENTRIES_PER_READ: usize = 4;
+/// How long a member with a full queue gets to make room before it is evicted.
+const SLOW_GRACE: Duration = Duration::from_millis(500);
 
 /// XREAD's answer for one stream: its key and its entries (id, field/value list).
 type StreamReply = (String, Vec<(String, Vec<String>)>);
@@ -241,11 +244,21 @@ impl Drop for Membership {
     }
 }
 
+/// A member whose queue was full during a dispatch, with the events it still owes it.
+struct Stalled {
+    tenant: String,
+    id: u64,
+    tx: mpsc::Sender<Arc<HubEvent>>,
+    rest: Vec<Arc<HubEvent>>,
+}
+
 impl Inner {
-    /// Hands each event to the members whose targets it matches, once each.
-    fn dispatch(&self, events: impl Iterator<Item = JobEvent>, last: EventId) {
+    /// Hands each event to the members whose targets it matches, once each, without
+    /// waiting; returns the members whose queue was full, with what they are still owed.
+    fn dispatch(&self, events: impl Iterator<Item = JobEvent>, last: EventId) -> Vec<Stalled> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let mut recipients = Vec::new();
+        let mut stalled: Vec<Stalled> = Vec::new();
         for event in events {
             // Serialized only when someone of its tenant listens.
             let Some(room) = rooms.by_tenant.get_mut(&event.tenant) else { continue };
@@ -257,19 +270,60 @@ impl Inner {
             recipients.sort_unstable();
             recipients.dedup();
             for id in &recipients {
+                // Once stalled, a member's events wait behind the first that did not fit.
+                if let Some(waiting) = stalled.iter_mut().find(|s| s.id == *id) {
+                    waiting.rest.push(event.clone());
+                    continue;
+                }
                 let Some(member) = room.members.get(id) else { continue };
                 match member.tx.try_send(event.clone()) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        // Too slow: stop feeding it; it closes with 1013 and can resume with `since`.
-                        member.overflow.send_replace(true);
-                        room.drop_member(*id);
-                    }
+                    Err(mpsc::error::TrySendError::Full(event)) => stalled.push(Stalled {
+                        tenant: event.tenant.clone(),
+                        id: *id,
+                        tx: member.tx.clone(),
+                        rest: vec![event],
+                    }),
                     Err(mpsc::error::TrySendError::Closed(_)) => room.drop_member(*id),
                 }
             }
         }
         rooms.dispatched = rooms.dispatched.max(last);
+        stalled
+    }
+
+    /// Too slow: stop feeding it; it closes with 1013 and can resume with `since`.
+    fn evict(&self, tenant: &str, id: u64) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(room) = rooms.by_tenant.get_mut(tenant) {
+            if let Some(member) = room.members.get(&id) {
+                member.overflow.send_replace(true);
+            }
+            room.drop_member(id);
+        }
+    }
+}
+
+/// Gives members whose queue was full a moment to make room (a burst of a
+/// thousand-job batch arrives all at once), then evicts those that did not.
+/// The next events wait meanwhile, so each member's order holds.
+async fn catch_up(hub: &Inner, stalled: Vec<Stalled>) {
+    if stalled.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + SLOW_GRACE;
+    let sends = stalled.into_iter().map(|member| async move {
+        for event in member.rest {
+            match tokio::time::timeout_at(deadline, member.tx.send(event)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return None,
+                Err(_) => return Some((member.tenant, member.id)),
+            }
+        }
+        None
+    });
+    for (tenant, id) in futures::future::join_all(sends).await.into_iter().flatten() {
+        hub.evict(&tenant, id);
     }
 }
 
@@ -333,7 +387,9 @@ async fn read_stream(hub: Weak<Inner>, store: JobStore, redis_url: String) {
             let Some((newest, fields)) = entries.last() else { continue };
             let last = last_event_of(newest, fields);
             last_entry = Some(newest.clone());
-            hub.dispatch(entries.iter().flat_map(|(id, fields)| parse_entry(id, event_body(fields))), last);
+            let stalled =
+                hub.dispatch(entries.iter().flat_map(|(id, fields)| parse_entry(id, event_body(fields))), last);
+            catch_up(&hub, stalled).await;
         }
     }
 }

@@ -280,3 +280,22 @@ impl SseReader {
         }
     }
 }
+
+/// `worker dev` as a process (the API and a worker) on `system`'s Redis and prefix.
+pub fn dev_server(system: &super::System, env: &[(&str, &str)]) -> super::WorkerProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    command
+        .arg("dev")
+        .env("REDIS_URL", system.redis.url())
+        .env("REDIS_PREFIX", &system.prefix)
+        .env("LEASE_SECS", super::TEST_LEASE_SECS.to_string())
+        .env("SMTP_URL", system.smtp.url())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    super::WorkerProcess { child: command.spawn().expect("worker binary starts") }
+}

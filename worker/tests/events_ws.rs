@@ -573,3 +573,30 @@ async fn a_reader_that_stops_reading_is_closed_with_1013_and_the_server_memory_s
         total
     );
 }
+
+#[tokio::test]
+async fn the_events_reader_comes_back_after_a_redis_restart() {
+    let mut system = System::start().await;
+    let mut socket = connect(&system.base, "", &reader()).await;
+    subscribed(&mut socket).await;
+    let before = system.submit(json!({"type": "noop", "delay_ms": 60_000})).await;
+    read_until(&mut socket, WAIT, |m| m["job_id"] == before.as_str()).await;
+    system.redis.kill();
+    system.redis.restart();
+    // Submissions succeed again once the API's connection is back; the reader follows.
+    let after = support::eventually(Duration::from_secs(20), "a submission after the restart", || {
+        let http = system.http.clone();
+        let url = system.url("/v1/jobs");
+        async move {
+            let response = http.post(url).json(&json!({"type": "noop", "delay_ms": 60_000})).send().await.ok()?;
+            if response.status() != 202 {
+                return None;
+            }
+            let record: Value = response.json().await.ok()?;
+            record["id"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
+    let seen = read_until(&mut socket, Duration::from_secs(20), |m| m["job_id"] == after.as_str()).await;
+    assert!(seen.iter().all(|m| m["op"] == "event"), "{seen:?}");
+}

@@ -124,6 +124,7 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = args.jwt_leeway_secs;
+        // A configured issuer or audience must be present, not merely unequal when present.
         let mut required = vec!["exp", "sub"];
         match &args.jwt_issuer {
             Some(issuer) => {

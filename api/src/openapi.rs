@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::error::{PROBLEM_JSON, Problem};
+use crate::events;
 use crate::routes::{health, jobs, queues};
 use crate::submit::{BatchRequest, JobRequest};
 
@@ -50,6 +51,7 @@ tenant; another tenant's job is 404 everywhere.
         jobs::retry_job,
         queues::list_queues,
         queues::retry_failed,
+        events::get_events,
         health::healthz,
         health::readyz,
     ),
@@ -73,6 +75,7 @@ tenant; another tenant's job is 404 everywhere.
     tags(
         (name = "jobs", description = "Submit, read, list, cancel and retry jobs."),
         (name = "queues", description = "Queue counts and live workers."),
+        (name = "events", description = "Live job status over WebSocket or Server-Sent Events."),
         (name = "health", description = "Liveness and readiness probes."),
     )
 )]

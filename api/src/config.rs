@@ -96,6 +96,21 @@ pub struct RateLimitArgs {
     pub rate_limit_burst: u32,
 }
 
+/// `GET /v1/events`: live status over WebSocket and Server-Sent Events.
+#[derive(Args, Debug, Clone)]
+pub struct EventsArgs {
+    /// Seconds between the server's pings; a client that misses two pongs is closed.
+    #[arg(long, env = "WS_PING_SECS", value_name = "WS_PING_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ws_ping_secs: u64,
+    /// Messages queued for one connection before it is closed as too slow (1013).
+    #[arg(long, env = "WS_BUFFER", value_name = "WS_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=65_536))]
+    pub ws_buffer: u64,
+    /// Comma-separated origins (`https://ops.example.com`) whose pages may open the
+    /// event stream, besides the API's own.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_name = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ApiConfig {
     #[command(flatten)]
@@ -110,6 +125,8 @@ pub struct ApiConfig {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
+    #[command(flatten)]
+    pub events: EventsArgs,
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", value_name = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind_addr: SocketAddr,

@@ -53,6 +53,9 @@ pub enum ApiError {
     /// 403 — the token lacks a scope, or the request's Origin is not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 426 — `GET /v1/events` needs a WebSocket upgrade or `Accept: text/event-stream`.
+    #[error("open a WebSocket, or send `Accept: text/event-stream`")]
+    UpgradeRequired,
     /// 429 — the tenant's submission rate limit; retry after this many seconds.
     #[error("too many jobs submitted; retry in {0} s")]
     RateLimited(u64),
@@ -78,7 +81,7 @@ pub struct Problem<'a> {
     status: u16,
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
     /// `unknown_type`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
-    /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`, `upgrade_required`,
     /// `rate_limited`, `unavailable` or `internal`.
     code: &'static str,
     /// For people; may change wording.
@@ -103,6 +106,7 @@ impl ApiError {
             Self::InvalidState { .. } => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -124,6 +128,7 @@ impl ApiError {
             Self::InvalidState { .. } => "invalid_state",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::UpgradeRequired => "upgrade_required",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",

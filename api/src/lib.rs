@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod openapi;
 pub mod routes;
 pub mod submit;
@@ -42,6 +43,9 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Each tenant's submission limit (`None`: unlimited).
     pub rate_limit: Option<RateLimit>,
+    /// Live events: the connection manager, started once the store is set up.
+    pub events: events::Hub,
+    pub events_settings: events::EventsSettings,
 }
 
 impl AppState {
@@ -79,10 +83,13 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
             per_sec: config.rate_limit.rate_limit_per_sec,
             burst: config.rate_limit.rate_limit_burst,
         }),
+        events: events::Hub::new(config.events.ws_buffer as usize),
+        events_settings: events::EventsSettings::from_config(&config.events),
     };
     match shared::store::connect(&config.redis.redis_url, Some(REDIS_TIMEOUT)).await {
         Ok(conn) => {
             let store = prepare(conn, config).await?;
+            state.events.start(&store, &config.redis.redis_url);
             let _ = state.store.set(store);
         }
         Err(err) if err.is_unavailable() => {
@@ -112,6 +119,7 @@ async fn connect_later(state: AppState, config: ApiConfig) {
     };
     match prepared.await {
         Ok(store) => {
+            state.events.start(&store, &config.redis.redis_url);
             let _ = state.store.set(store);
             tracing::info!("redis reached; serving");
         }
@@ -138,7 +146,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight
-/// requests (for at most [`SHUTDOWN_GRACE`]).
+/// requests (for at most [`SHUTDOWN_GRACE`]). Event sockets and streams are told
+/// to close (1001) and are waited for within the same grace.
 ///
 /// A hyper accept loop rather than `axum::serve`, which sets no header-read
 /// timeout: a client trickling its headers would hold a connection for ever.
@@ -152,6 +161,9 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     // Each connection holds a sender; when all are dropped, every connection has ended.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
+    // Upgraded sockets outlive their HTTP connection: they hear of shutdown, and
+    // hold `open`, through this extension.
+    let router = router.layer(axum::Extension(events::Draining { stopping: stopping.clone(), _open: open.clone() }));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -185,6 +197,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drop(router);
     stop.send_replace(true);
     drop(open);
     if tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv()).await.is_err() {

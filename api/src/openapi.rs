@@ -13,6 +13,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::error::Problem;
+use crate::events;
 use crate::routes::{health, jobs, queues};
 use crate::submit::{BatchRequest, JobRequest};
 
@@ -44,6 +45,7 @@ idempotency keys are scoped by tenant.";
         jobs::retry_job,
         queues::list_queues,
         queues::retry_failed,
+        events::get_events,
         health::healthz,
         health::readyz,
     ),
@@ -67,6 +69,7 @@ idempotency keys are scoped by tenant.";
     tags(
         (name = "jobs", description = "Submit, read, list, cancel and retry jobs."),
         (name = "queues", description = "Queue counts and live workers."),
+        (name = "events", description = "Live job status over WebSocket or Server-Sent Events."),
         (name = "health", description = "Liveness and readiness probes."),
     )
 )]

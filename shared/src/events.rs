@@ -49,6 +49,52 @@ pub fn one_line(text: &str) -> String {
     text.replace(['\t', '\n', '\r'], " ")
 }
 
+/// An event's position: `<stream entry id>:<line index>`, ordered as the stream
+/// is (entry time, entry sequence, then line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EventId {
+    pub ms: u64,
+    pub seq: u64,
+    pub line: u32,
+}
+
+impl EventId {
+    /// Before every event.
+    pub const ZERO: Self = Self { ms: 0, seq: 0, line: 0 };
+
+    /// Reads `<ms>-<seq>:<line>`; a bare stream entry id (`<ms>-<seq>`) means its line 0.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (entry, line) = match text.split_once(':') {
+            Some((entry, line)) => (entry, line.parse().ok()?),
+            None => (text, 0),
+        };
+        let (ms, seq) = parse_entry_id(entry)?;
+        Some(Self { ms, seq, line })
+    }
+
+    /// The id of line `line` of stream entry `entry`.
+    pub fn of_entry(entry: &str, line: u32) -> Option<Self> {
+        let (ms, seq) = parse_entry_id(entry)?;
+        Some(Self { ms, seq, line })
+    }
+
+    /// The stream entry id, for XRANGE and XREAD.
+    pub fn entry(&self) -> String {
+        format!("{}-{}", self.ms, self.seq)
+    }
+}
+
+fn parse_entry_id(entry: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = entry.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}:{}", self.ms, self.seq, self.line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +109,19 @@ mod tests {
         assert_eq!(events[1].id, "1-0:1");
         assert_eq!(events[1].status, JobStatus::Retrying);
         assert_eq!(events[1].error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn event_ids_order_like_the_stream() {
+        let a = EventId::parse("1-9:3").unwrap();
+        let b = EventId::parse("2-0:0").unwrap();
+        let c = EventId::parse("2-0:1").unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(EventId::parse("2-0"), Some(b));
+        assert_eq!(c.to_string(), "2-0:1");
+        for bad in ["", "x", "1-", "1-2:", "1-2:x", "-1-2:0"] {
+            assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

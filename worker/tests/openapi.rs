@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use support::System;
 
 /// Every route the router serves, as (path template, method).
-const ROUTES: [(&str, &str); 11] = [
+const ROUTES: [(&str, &str); 12] = [
     ("/v1/jobs", "post"),
     ("/v1/jobs", "get"),
     ("/v1/jobs/batch", "post"),
@@ -22,6 +22,7 @@ const ROUTES: [(&str, &str); 11] = [
     ("/v1/jobs/{id}/retry", "post"),
     ("/v1/queues", "get"),
     ("/v1/queues/{queue}/retry-failed", "post"),
+    ("/v1/events", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
 ];

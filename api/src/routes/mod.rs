@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/queues", get(queues::list_queues))
         .route("/queues/{queue}/retry-failed", post(queues::retry_failed))
+        .route("/events", get(crate::events::get_events))
         .fallback(jobs::not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

@@ -4,11 +4,13 @@
 //! - `connect.rs` — reconnecting connections;
 //! - `types.rs` — what goes in and comes out;
 //! - `enqueue.rs` — building the ENQUEUE call;
-//! - `listing.rs` — paging through a tenant's index.
+//! - `listing.rs` — paging through a tenant's index;
+//! - `stream.rs` — the events stream for live subscribers (snapshots, history).
 
 mod connect;
 mod enqueue;
 mod listing;
+mod stream;
 mod types;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 pub use connect::{connect, connect_with_retry, durability_warnings};
+pub use stream::{Snapshot, body as event_body, last_event_of};
 pub use types::*;
 
 use crate::error::{StoreError, StoreResult};

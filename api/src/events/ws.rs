@@ -1,0 +1,228 @@
+//! The WebSocket transport: one task per socket, reading the client's messages,
+//! forwarding its live events, pinging, and closing with a code that says why.
+//!
+//! Every send races the stop signals, so a client that stops reading is closed
+//! (1013) as soon as its queue in the hub overflows, rather than holding the
+//! task on a full socket.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::session::{ClientMessage, Out, Request, Session};
+use super::{Draining, EventsSettings, OpenGauge};
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// How long a closing socket may take to accept its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server closes a socket.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    code: u16,
+    reason: &'static str,
+}
+
+const SHUTTING_DOWN: Stop = Stop { code: 1001, reason: "server shutting down" };
+const MISSED_PONGS: Stop = Stop { code: 1001, reason: "missed pongs" };
+const TOKEN_EXPIRED: Stop = Stop { code: 1008, reason: "token expired" };
+const TOO_BIG: Stop = Stop { code: 1009, reason: "message over 64 KiB" };
+const TOO_SLOW: Stop = Stop { code: 1013, reason: "too slow: reconnect with since" };
+/// The client is gone: nothing to send.
+const GONE: Stop = Stop { code: 0, reason: "" };
+
+/// What ends a connection from the outside.
+struct Signals {
+    shutdown: Option<watch::Receiver<bool>>,
+    expires: Instant,
+    overflow: watch::Receiver<bool>,
+}
+
+impl Signals {
+    async fn stopped(&mut self) -> Stop {
+        let shutdown = async {
+            match &mut self.shutdown {
+                // The server stopping, or gone altogether.
+                Some(rx) => drop(rx.wait_for(|stop| *stop).await),
+                None => std::future::pending().await,
+            }
+        };
+        let overflow = async {
+            if self.overflow.wait_for(|full| *full).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = shutdown => SHUTTING_DOWN,
+            () = tokio::time::sleep_until(self.expires) => TOKEN_EXPIRED,
+            () = overflow => TOO_SLOW,
+        }
+    }
+}
+
+struct Connection {
+    socket: WebSocket,
+    signals: Signals,
+}
+
+impl Connection {
+    async fn send(&mut self, message: Message) -> Result<(), Stop> {
+        tokio::select! {
+            sent = self.socket.send(message) => sent.map_err(|_| GONE),
+            stop = self.signals.stopped() => Err(stop),
+        }
+    }
+
+    async fn send_out(&mut self, out: &Out) -> Result<(), Stop> {
+        self.send(Message::Text(out.json().clone())).await
+    }
+
+    /// Subscribes, then sends what is owed: acknowledgement, snapshots, gap, history.
+    async fn subscribe(&mut self, session: &mut Session, request: &Request) -> Result<(), Stop> {
+        let started = tokio::select! {
+            started = session.subscribe(request) => started,
+            stop = self.signals.stopped() => return Err(stop),
+        };
+        let (first, replay) = match started {
+            Ok(started) => started,
+            Err(err) => return self.send_out(&error_message(&err)).await,
+        };
+        for out in &first {
+            self.send_out(out).await?;
+        }
+        let Some(mut replay) = replay else { return Ok(()) };
+        loop {
+            let page = tokio::select! {
+                page = session.replay_page(&mut replay) => page,
+                stop = self.signals.stopped() => return Err(stop),
+            };
+            match page {
+                Ok(Some(page)) => {
+                    for out in &page {
+                        self.send_out(out).await?;
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(err) => return self.send_out(&error_message(&err)).await,
+            }
+        }
+    }
+
+    /// Sends the close frame (bounded by [`CLOSE_GRACE`]) and lets the client answer.
+    async fn close(mut self, stop: Stop) {
+        if stop.code == 0 {
+            return;
+        }
+        let frame = CloseFrame { code: stop.code, reason: Utf8Bytes::from_static(stop.reason) };
+        let closing = async {
+            self.socket.send(Message::Close(Some(frame))).await.ok()?;
+            // Wait (briefly) for the client's close, so it is read before the TCP close.
+            while let Some(Ok(message)) = self.socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+    }
+}
+
+fn error_message(err: &ApiError) -> Out {
+    Out::error(err.code(), err.to_string())
+}
+
+/// Runs one socket until the client leaves or the server closes it.
+pub(super) async fn run(
+    socket: WebSocket,
+    mut session: Session,
+    initial: Request,
+    caller: Principal,
+    settings: EventsSettings,
+    draining: Option<Draining>,
+) {
+    let _gauge = OpenGauge::new("ws");
+    let expires = std::time::UNIX_EPOCH + Duration::from_secs(caller.expires_at);
+    let left = expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let signals = Signals {
+        shutdown: draining.as_ref().map(|d| d.stopping.clone()),
+        expires: Instant::now() + left,
+        overflow: session.overflow.clone(),
+    };
+    let mut conn = Connection { socket, signals };
+    tracing::debug!(tenant = %caller.tenant, subject = %caller.subject, "event socket opened");
+    let stop = serve(&mut conn, &mut session, &initial, settings.ping).await;
+    tracing::debug!(tenant = %caller.tenant, code = stop.code, reason = stop.reason, "event socket closing");
+    drop(session);
+    conn.close(stop).await;
+    drop(draining);
+}
+
+async fn serve(conn: &mut Connection, session: &mut Session, initial: &Request, ping: Duration) -> Stop {
+    if let Err(stop) = conn.subscribe(session, initial).await {
+        return stop;
+    }
+    let mut ticker = tokio::time::interval_at(Instant::now() + ping, ping);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut unanswered = 0u32;
+    loop {
+        let step = tokio::select! {
+            stop = conn.signals.stopped() => Err(stop),
+            _ = ticker.tick() => {
+                if unanswered >= 2 {
+                    Err(MISSED_PONGS)
+                } else {
+                    unanswered += 1;
+                    conn.send(Message::Ping(Default::default())).await
+                }
+            }
+            inbound = conn.socket.recv() => match inbound {
+                None => Err(GONE),
+                Some(Err(err)) => Err(if is_too_big(&err) { TOO_BIG } else { GONE }),
+                Some(Ok(Message::Pong(_))) => {
+                    unanswered = 0;
+                    Ok(())
+                }
+                Some(Ok(Message::Text(text))) => handle(conn, session, text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => {
+                    conn.send_out(&Out::error("bad_request", "send JSON text messages")).await
+                }
+                // tungstenite answers pings and close frames by itself.
+                Some(Ok(Message::Ping(_) | Message::Close(_))) => Ok(()),
+            },
+            event = session.events.recv() => match event {
+                Some(event) if session.wants(&event) => conn.send(Message::Text(event.json.clone())).await,
+                Some(_) => Ok(()),
+                // Dropped by the hub: only an overflow does that.
+                None => Err(TOO_SLOW),
+            },
+        };
+        if let Err(stop) = step {
+            return stop;
+        }
+    }
+}
+
+async fn handle(conn: &mut Connection, session: &mut Session, text: &str) -> Result<(), Stop> {
+    match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage::Subscribe(request)) => conn.subscribe(session, &request).await,
+        Ok(ClientMessage::Unsubscribe(request)) => {
+            let ack = session.unsubscribe(&request);
+            conn.send_out(&ack).await
+        }
+        Err(err) => {
+            let message =
+                format!("expected {{\"op\":\"subscribe\"|\"unsubscribe\", \"jobs\"?, \"queue\"?, \"since\"?}}: {err}");
+            conn.send_out(&Out::error("bad_request", message)).await
+        }
+    }
+}
+
+/// tungstenite refuses a message over `max_message_size` with a capacity error.
+fn is_too_big(err: &axum::Error) -> bool {
+    let text = err.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long")
+}

@@ -119,6 +119,12 @@ async function run(userDataDir) {
       consoleErrors.push(text);
     });
     page.on("pageerror", (err) => consoleErrors.push(`uncaught: ${err.message}`));
+    // The event socket passes through Playwright untouched, so the test can drop it later.
+    const sockets = [];
+    await page.routeWebSocket(/\/v1\/events/, (ws) => {
+      const server = ws.connectToServer();
+      sockets.push({ url: ws.url(), page: ws, server });
+    });
 
     // --- the page loads, and a forged token gets a clear message
     log(`opening ${BASE_URL}`);
@@ -217,6 +223,24 @@ async function run(userDataDir) {
     });
     const retried = await statuses(failId);
     log(`after Retry the row showed: ${retried.slice(firstRun.length).join(" → ")}`);
+
+    // --- the socket drops (server going away): the page reconnects on its own and resumes
+    //     after the last event it saw, so nothing is missed
+    if (mode === "live") {
+      const before = sockets.length;
+      const last = sockets[before - 1];
+      await last.page.close({ code: 1001, reason: "going away" });
+      await last.server.close().catch(() => {});
+      const resumed = await until("a new socket resuming with since=", 10000, async () =>
+        sockets.slice(before).find((s) => /[?&]since=/.test(s.url)));
+      log(`socket dropped with 1001; reconnected to ${new URL(resumed.url).pathname}${new URL(resumed.url).search}`);
+      await until("the page to be live again", 10000, async () =>
+        (await page.getAttribute("#connection", "data-state")) === "live");
+      const noopId = await submit("noop", {});
+      await until("the noop job to succeed after the reconnect", 20000, async () =>
+        inOrder(await statuses(noopId), ["queued", "succeeded"]));
+      await page.locator(`#feed li[data-job-id="${noopId}"][data-status="succeeded"]`).waitFor();
+    }
 
     // --- the queues table counts the failure
     await until("the default queue to count a failed job", 10000, async () => {

@@ -42,6 +42,8 @@
     jobs: new Map(),
     seq: 0,
     lastEventId: null,
+    /** Recent event ids: an event delivered twice (a replay overlapping the live stream) counts once. */
+    seenEvents: new Set(),
     cursor: null,
     trimmed: false,
     filter: "",
@@ -249,6 +251,7 @@
     state.jobs.clear();
     state.seq = 0;
     state.lastEventId = null;
+    state.seenEvents.clear();
     state.cursor = null;
     state.trimmed = false;
     state.failures = 0;
@@ -381,6 +384,11 @@
   }
 
   function onEvent(ev) {
+    if (ev.id) {
+      if (state.seenEvents.has(ev.id)) return;
+      state.seenEvents.add(ev.id);
+      if (state.seenEvents.size > 2000) state.seenEvents.delete(state.seenEvents.values().next().value);
+    }
     state.seq += 1;
     if (ev.id) state.lastEventId = ev.id;
     addFeed(ev);

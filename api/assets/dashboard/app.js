@@ -239,6 +239,7 @@
     for (const key of Object.keys(state.timers)) {
       clearTimeout(state.timers[key]);
       clearInterval(state.timers[key]);
+      state.timers[key] = 0;
     }
     sessionStorage.removeItem(TOKEN_KEY);
     closeDetail();
@@ -415,6 +416,7 @@
       state.detailLive.push({ seq: state.seq, entry: { status: ev.status, attempt: ev.attempt, at: ev.at, error: ev.error } });
       const live = state.jobs.get(ev.job_id);
       if (live) renderDetailRecord(live.record);
+      else if (detailRecord) renderDetailRecord({ ...detailRecord, status: ev.status, attempts: ev.attempt });
       renderHistory(mergeHistory(currentHistory, 0));
     }
     scheduleQueues();
@@ -498,6 +500,7 @@
    * after it win over this answer's status. `live`: the record comes from the socket itself.
    */
   function applyRecord(record, { since = Infinity, live = false } = {}) {
+    if (!state.token) return; // an answer that arrived after signing out
     let entry = state.jobs.get(record.id);
     if (!entry) {
       if (state.filter && state.filter !== record.status && !live) return;
@@ -636,6 +639,7 @@
   }
 
   function renderQueues(overview) {
+    if (!state.token) return;
     const queues = (overview && overview.queues) || [];
     const cell = (n, cls) => h("td", { class: `num ${n === 0 ? "zero" : cls || ""}` }, String(n));
     $("queues-body").replaceChildren(...queues.map((q) => h("tr", { "data-queue": q.name },
@@ -680,12 +684,15 @@
   // ---------------------------------------------------------------- detail
 
   let currentHistory = [];
+  /** The record the detail view shows. */
+  let detailRecord = null;
 
   function openDetail(id, opener) {
     state.detailId = id;
     state.detailLive = [];
     state.opener = opener || document.activeElement;
     currentHistory = [];
+    detailRecord = null;
     $("detail-id").textContent = id;
     $("detail-title").textContent = "Job";
     $("detail-fields").replaceChildren();
@@ -736,6 +743,7 @@
   }
 
   function renderDetailRecord(record) {
+    detailRecord = record;
     $("detail-title").textContent = record.type ? `${record.type} job` : "Job";
     $("detail-status").replaceChildren(badge(record.status));
     $("detail-retry").hidden = !RETRYABLE.has(record.status);

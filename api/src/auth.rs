@@ -124,15 +124,23 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = args.jwt_leeway_secs;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not merely unequal when present.
+        let mut required = vec!["exp", "sub"];
         match &args.jwt_issuer {
-            Some(issuer) => validation.set_issuer(&[issuer]),
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &args.jwt_audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self { algorithm, key, validation })
     }
 

@@ -243,12 +243,13 @@ impl Drop for Membership {
 
 impl Inner {
     /// Hands each event to the members whose targets it matches, once each.
-    fn dispatch(&self, events: Vec<HubEvent>, last: EventId) {
+    fn dispatch(&self, events: impl Iterator<Item = JobEvent>, last: EventId) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let mut recipients = Vec::new();
         for event in events {
-            let event = Arc::new(event);
+            // Serialized only when someone of its tenant listens.
             let Some(room) = rooms.by_tenant.get_mut(&event.tenant) else { continue };
+            let Some(event) = HubEvent::new(event).map(Arc::new) else { continue };
             recipients.clear();
             recipients.extend(room.all.iter().copied());
             recipients.extend(room.queues.get(&event.queue).into_iter().flatten().copied());
@@ -332,9 +333,7 @@ async fn read_stream(hub: Weak<Inner>, store: JobStore, redis_url: String) {
             let Some((newest, fields)) = entries.last() else { continue };
             let last = last_event_of(newest, fields);
             last_entry = Some(newest.clone());
-            let events =
-                entries.iter().flat_map(|(id, fields)| parse_entry(id, event_body(fields))).filter_map(HubEvent::new);
-            hub.dispatch(events.collect(), last);
+            hub.dispatch(entries.iter().flat_map(|(id, fields)| parse_entry(id, event_body(fields))), last);
         }
     }
 }

@@ -146,6 +146,7 @@ pub async fn get_events(
             Ok(ws
                 .max_message_size(MAX_MESSAGE_BYTES)
                 .max_frame_size(MAX_MESSAGE_BYTES)
+                .read_buffer_size(8 * 1024)
                 .write_buffer_size(64 * 1024)
                 .max_write_buffer_size(2 * max_body + 256 * 1024)
                 .on_failed_upgrade(|err| tracing::debug!(error = %err, "websocket upgrade failed"))

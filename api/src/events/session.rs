@@ -239,11 +239,13 @@ impl Session {
             }
             let (events, last) = self.store.events_from(&replay.from, REPLAY_PAGE).await?;
             let mut page = Vec::new();
-            for event in events.into_iter().filter_map(HubEvent::new) {
-                replay.end = replay.end.max(event.id);
-                if event.id <= replay.after || event.tenant != self.tenant {
+            for event in events {
+                let Some(id) = EventId::parse(&event.id) else { continue };
+                replay.end = replay.end.max(id);
+                if id <= replay.after || event.tenant != self.tenant {
                     continue;
                 }
+                let Some(event) = HubEvent::new(event) else { continue };
                 let is_new = |t: &Target| replay.new.iter().any(|(n, _)| n == t);
                 let wanted = replay.new.iter().any(|(t, _)| t.matches(&event));
                 // A target followed before this subscription delivers (or delivered) it live.

@@ -18,6 +18,8 @@ use crate::error::ApiError;
 
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long the server then waits for the client's close frame.
+const CLOSE_REPLY: Duration = Duration::from_secs(1);
 
 /// Why the server closes a socket.
 #[derive(Debug, Clone, Copy)]
@@ -117,17 +119,18 @@ impl Connection {
             return;
         }
         let frame = CloseFrame { code: stop.code, reason: Utf8Bytes::from_static(stop.reason) };
-        let closing = async {
-            self.socket.send(Message::Close(Some(frame))).await.ok()?;
-            // Wait (briefly) for the client's close, so it is read before the TCP close.
+        if tokio::time::timeout(CLOSE_GRACE, self.socket.send(Message::Close(Some(frame)))).await.is_err() {
+            return;
+        }
+        // Wait briefly for the client's close, so it reads ours before the TCP close.
+        let reply = async {
             while let Some(Ok(message)) = self.socket.recv().await {
                 if matches!(message, Message::Close(_)) {
                     break;
                 }
             }
-            Some(())
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+        let _ = tokio::time::timeout(CLOSE_REPLY, reply).await;
     }
 }
 

@@ -236,6 +236,7 @@ async function run(userDataDir) {
       log(`socket dropped with 1001; reconnected to ${new URL(resumed.url).pathname}${new URL(resumed.url).search}`);
       await until("the page to be live again", 10000, async () =>
         (await page.getAttribute("#connection", "data-state")) === "live");
+      await page.locator("#feed li.notice", { hasText: "Reconnected" }).waitFor();
       const noopId = await submit("noop", {});
       await until("the noop job to succeed after the reconnect", 20000, async () =>
         inOrder(await statuses(noopId), ["queued", "succeeded"]));

@@ -327,7 +327,10 @@
       setConnection("live");
       // Without `since` the socket starts now: load what happened before it.
       if (!resume) resync();
-      else scheduleQueues();
+      else {
+        addNotice("Reconnected; resuming after the last event seen.");
+        scheduleQueues();
+      }
     };
     ws.onmessage = (message) => {
       if (state.ws !== ws) return;
@@ -344,9 +347,11 @@
 
   function disconnected(ws, code) {
     if (ws && state.ws !== ws) return;
+    const wasLive = state.live;
     state.ws = null;
     state.live = false;
     if (!state.token) return;
+    if (wasLive && code !== 1008) addNotice(`Live connection closed (${code}); polling while reconnecting.`);
     if (code === 1008) {
       signOut("Your session ended (token expired or revoked). Sign in again.");
       return;

@@ -139,7 +139,9 @@ async fn in_a_real_browser_a_job_goes_queued_running_succeeded_live_and_a_failed
     let artifacts = artifacts_dir();
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     let screenshot = artifacts.join("dashboard.png");
-    let _ = std::fs::remove_file(&screenshot);
+    for stale in ["dashboard.png", "dashboard-detail.png", "dashboard-failure.png"] {
+        let _ = std::fs::remove_file(artifacts.join(stale));
+    }
 
     let run = tokio::process::Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))

@@ -1,5 +1,6 @@
 //! The HTTP routes, one file per resource, and the router that stacks them.
 
+pub mod dashboard;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
@@ -40,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/v1", v1)
+        .route("/", get(dashboard::get_dashboard))
+        .route("/assets/{file}", get(dashboard::get_asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::get_metrics))

@@ -243,10 +243,11 @@ async function run(userDataDir) {
       await page.locator(`#feed li[data-job-id="${noopId}"][data-status="succeeded"]`).waitFor();
     }
 
-    // --- the queues table counts the failure
-    await until("the default queue to count a failed job", 10000, async () => {
-      const failed = await page.textContent('#queues-body tr[data-queue="default"] td:nth-of-type(5)');
-      return Number(failed) >= 1;
+    // --- the queues table counts the tenant's jobs: one failed, the others succeeded
+    await until("the default queue to count one failed and the succeeded jobs", 10000, async () => {
+      const count = async (status) =>
+        Number(await page.textContent(`#queues-body tr[data-queue="default"] td[data-count="${status}"]`));
+      return (await count("failed")) === 1 && (await count("succeeded")) >= 2;
     });
 
     // --- the detail view shows the record and its whole history

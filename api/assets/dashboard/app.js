@@ -646,18 +646,26 @@
   function renderQueues(overview) {
     if (!state.token) return;
     const queues = (overview && overview.queues) || [];
-    const cell = (n, cls) => h("td", { class: `num ${n === 0 ? "zero" : cls || ""}` }, String(n));
+    const cell = (q, status, cls) =>
+      h("td", { class: `num ${q[status] === 0 ? "zero" : cls || ""}`, "data-count": status }, String(q[status]));
     $("queues-body").replaceChildren(...queues.map((q) => h("tr", { "data-queue": q.name },
       h("th", { scope: "row" }, q.name),
-      cell(q.queued, "hot"),
-      cell(q.scheduled),
-      cell(q.running, "hot"),
-      cell(q.retrying),
-      cell(q.failed, "bad"),
-      h("td", { class: `num ${q.latency_ms ? "" : "zero"}` }, duration(q.latency_ms)),
+      cell(q, "queued", "hot"),
+      cell(q, "scheduled"),
+      cell(q, "running", "hot"),
+      cell(q, "retrying"),
+      cell(q, "succeeded", "good"),
+      cell(q, "failed", "bad"),
+      cell(q, "cancelled"),
+      // Latency and workers are operators' views: only `admin` tokens get them.
+      h("td", { class: `num ${q.latency_ms ? "" : "zero"}` }, q.latency_ms === undefined ? "–" : duration(q.latency_ms)),
     )));
     $("queues-empty").hidden = queues.length > 0;
-    const workers = ((overview && overview.workers) || []).length;
+    if (!overview || !overview.workers) {
+      $("workers-summary").textContent = "workers: admin only";
+      return;
+    }
+    const workers = overview.workers.length;
     $("workers-summary").textContent = workers === 0 ? "no live workers" : `${workers} live worker${workers === 1 ? "" : "s"}`;
   }
 

@@ -95,7 +95,10 @@ impl Options {
             pinning: self.pinning(),
             ours: OursLaunch { launch: Launch::Binaries(bin_dir), api_env },
             peer_env: PeerEnv {
-                dir: self.peers_dir.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"))),
+                dir: self
+                    .peers_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"))),
                 venv: self.venv.clone(),
             },
             results_dir: self.results_dir.clone(),

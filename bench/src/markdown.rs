@@ -13,8 +13,14 @@ pub fn render(r: &Results) -> String {
         md,
         "Machine: {} × {} ({}), kernel {}. Redis persistence: {:?}. Pinning: Redis on cpu {:?}, \
          everything else on cpu {:?}. Our processes: {}.\n",
-        s.machine.cpus, s.machine.cpu_model, s.machine.os, s.machine.kernel, s.persistence,
-        s.pinning.redis_cpu, s.pinning.sut_cpu, s.launch
+        s.machine.cpus,
+        s.machine.cpu_model,
+        s.machine.os,
+        s.machine.kernel,
+        s.persistence,
+        s.pinning.redis_cpu,
+        s.pinning.sut_cpu,
+        s.launch
     );
     for (system, version) in &s.versions {
         let _ = writeln!(md, "- {system}: {version}");
@@ -40,7 +46,9 @@ pub fn render(r: &Results) -> String {
 
 fn throughput_table(md: &mut String, r: &Results) {
     md.push_str("## Throughput and cost per job\n\n");
-    md.push_str("| workload | system | jobs/s | Redis CPU µs/job | Redis cmds/job | scripts/job | process CPU µs/job |\n");
+    md.push_str(
+        "| workload | system | jobs/s | Redis CPU µs/job | Redis cmds/job | scripts/job | process CPU µs/job |\n",
+    );
     md.push_str("|---|---|---:|---:|---:|---:|---:|\n");
     for workload in [Workload::EnqueueHttp, Workload::EnqueueLibrary, Workload::Process] {
         for system in r.systems() {
@@ -70,7 +78,8 @@ fn ratio_table(md: &mut String, r: &Results) {
     }
     md.push_str("## Ours ÷ peer, one ratio per round\n\n");
     md.push_str("Throughput: above 1 means we are faster. Redis CPU per job: below 1 means we use less.\n\n");
-    let _ = writeln!(md, "| comparison | {} |", peers.iter().map(|p| format!("vs {p}")).collect::<Vec<_>>().join(" | "));
+    let _ =
+        writeln!(md, "| comparison | {} |", peers.iter().map(|p| format!("vs {p}")).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(md, "|---|{}", "---:|".repeat(peers.len()));
     for (label, ours, theirs) in COMPARISONS {
         for (what, field) in [
@@ -98,10 +107,7 @@ fn commands_table(md: &mut String, r: &Results) {
 
 fn latency_table(md: &mut String, r: &Results) {
     let rounds = r.latency.iter().map(|l| l.round).max().map_or(0, |m| m + 1);
-    let _ = writeln!(
-        md,
-        "## HTTP single-job enqueue latency (ours), open loop, median of {rounds} rounds (min–max)\n"
-    );
+    let _ = writeln!(md, "## HTTP single-job enqueue latency (ours), open loop, median of {rounds} rounds (min–max)\n");
     md.push_str("| rate req/s | requests | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | API CPU µs/req | Redis CPU µs/req | Redis cmds/req |\n");
     md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for rate in r.rates() {

@@ -79,8 +79,10 @@ impl PeerEnv {
                 if !dir.join("node_modules/bullmq/package.json").exists() {
                     // --ignore-scripts: msgpackr-extract's native build is skipped; msgpackr
                     // then uses its pure-JS path, as in the reference BullMQ measurements.
-                    run(Command::new("npm").args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"]).current_dir(&dir))
-                        .context("npm ci for the BullMQ peer (needs node and npm)")?;
+                    run(Command::new("npm")
+                        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+                        .current_dir(&dir))
+                    .context("npm ci for the BullMQ peer (needs node and npm)")?;
                 }
             }
             Peer::Celery => {
@@ -90,7 +92,8 @@ impl PeerEnv {
                     let base = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
                     run(Command::new(base).arg("-m").arg("venv").arg(&self.venv)).context("python3 -m venv")?;
                 }
-                let check = Command::new(&python).args(["-c", "import celery, redis"]).stderr(Stdio::null()).status()?;
+                let check =
+                    Command::new(&python).args(["-c", "import celery, redis"]).stderr(Stdio::null()).status()?;
                 if !check.success() {
                     let requirements = self.dir.join("celery/requirements.txt");
                     run(Command::new(&python).args(["-m", "pip", "install", "-q", "-r"]).arg(requirements))
@@ -124,7 +127,8 @@ impl PeerEnv {
             }
         };
         std::fs::create_dir_all(log_dir)?;
-        let log = std::fs::File::options().create(true).append(true).open(log_dir.join(format!("{}.log", peer.name())))?;
+        let log =
+            std::fs::File::options().create(true).append(true).open(log_dir.join(format!("{}.log", peer.name())))?;
         command
             .env("REDIS_URL", redis_url)
             .env("BENCH_JOBS", params.jobs.to_string())

@@ -11,6 +11,9 @@ use crate::report::Results;
 
 const WORKLOADS: [Workload; 3] = [Workload::EnqueueHttp, Workload::EnqueueLibrary, Workload::Process];
 
+/// Which figure of a latency run a line shows.
+type LatencyField = fn(&crate::measure::LatencyRun) -> f64;
+
 fn color(system: &str) -> RGBColor {
     match system {
         "ours" => RGBColor(31, 119, 180),
@@ -77,7 +80,12 @@ fn throughput(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::co
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], fill.filled()));
         chart.draw_series(whiskers)?;
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).border_style(BLACK).background_style(WHITE).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
     Ok(())
 }
 
@@ -92,7 +100,7 @@ fn latency(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::coord
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..max_rate * 1.1, (0.05f64..top).log_scale())?;
     chart.configure_mesh().x_desc("offered rate, requests/s").y_desc("ms").draw()?;
-    let series: [(&str, RGBColor, fn(&crate::measure::LatencyRun) -> f64); 3] = [
+    let series: [(&str, RGBColor, LatencyField); 3] = [
         ("p50", RGBColor(31, 119, 180), |l| l.p50_ms),
         ("p99", RGBColor(214, 39, 40), |l| l.p99_ms),
         ("max", RGBColor(127, 127, 127), |l| l.max_ms),
@@ -108,6 +116,11 @@ fn latency(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::coord
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], line.stroke_width(2)));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, line.filled())))?;
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).border_style(BLACK).background_style(WHITE).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
     Ok(())
 }

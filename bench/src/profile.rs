@@ -13,7 +13,13 @@ use crate::ours::Ours;
 use crate::redis_server::BenchRedis;
 use crate::redis_stats::RedisSample;
 use crate::run::Plan;
-use crate::workloads::{enqueue, process};
+use crate::workloads::{enqueue, latency, process};
+
+const SINGLE: &str = "enqueue, single POST /v1/jobs (1,000/s for 2 s)";
+const BATCH: &str = "enqueue, HTTP batches";
+const PROCESS: &str = "processing";
+const SINGLE_RATE: u32 = 1000;
+const SINGLE_SECS: f64 = 2.0;
 
 /// Most SLOWLOG entries kept; far above the calls of one profile run.
 const SLOWLOG_LEN: u64 = 2_000_000;
@@ -32,7 +38,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<String> {
     let mut conn = redis.connect().await?;
     let mut text = String::new();
     let _ = writeln!(text, "# Redis time per script call, {} jobs (SLOWLOG, threshold 0)\n", plan.params.jobs);
-    for phase in ["enqueue (HTTP batch)", "processing"] {
+    for phase in [SINGLE, BATCH, PROCESS] {
+        if phase != PROCESS {
+            redis.flush().await?;
+        }
+        let api = if phase == PROCESS { None } else { Some(ours.start_api().await?) };
         let () = redis::cmd("CONFIG")
             .arg("SET")
             .arg("slowlog-log-slower-than")
@@ -41,27 +51,40 @@ pub async fn run(plan: &Plan) -> anyhow::Result<String> {
             .arg(SLOWLOG_LEN)
             .query_async(&mut conn)
             .await?;
-        let before = RedisSample::read(&mut conn).await?;
         let () = redis::cmd("SLOWLOG").arg("RESET").query_async(&mut conn).await?;
-        if phase.starts_with("enqueue") {
-            redis.flush().await?;
-            let api = ours.start_api().await?;
-            let () = redis::cmd("SLOWLOG").arg("RESET").query_async(&mut conn).await?;
-            let measured = enqueue::http(&api, &redis, &token, &plan.params, 0).await;
+        let before = RedisSample::read(&mut conn).await?;
+        let (measured, jobs) = match (phase, &api) {
+            (SINGLE, Some(api)) => {
+                let run = latency::at_rate(api, &redis, &token, SINGLE_RATE, SINGLE_SECS, 0.0, 0).await;
+                (run.map(drop), u64::from(SINGLE_RATE) * SINGLE_SECS as u64)
+            }
+            (BATCH, Some(api)) => {
+                (enqueue::http(api, &redis, &token, &plan.params, 0).await.map(drop), plan.params.jobs)
+            }
+            _ => (process::drain(&ours, &redis, &plan.params, 0).await.map(drop), plan.params.jobs),
+        };
+        if let Some(api) = api {
             api.stop().await;
-            measured?;
-        } else {
-            process::drain(&ours, &redis, &plan.params, 0).await?;
         }
+        measured?;
         let entries: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(-1).query_async(&mut conn).await?;
         let delta = before.delta(&RedisSample::read(&mut conn).await?);
-        let () = redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(10_000).query_async(&mut conn).await?;
-        table(&mut text, phase, &entries, plan.params.jobs)?;
+        let () =
+            redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(10_000).query_async(&mut conn).await?;
+        table(&mut text, phase, &entries, jobs)?;
         let mut inner: Vec<(&String, &(u64, u64))> = delta.commands.iter().collect();
-        inner.sort_by(|a, b| b.1.1.cmp(&a.1.1));
-        let _ = writeln!(text, "Commands by Redis time (INFO commandstats; script bodies count under EVALSHA and again under each inner command):\n");
+        inner.sort_by_key(|entry| std::cmp::Reverse(entry.1.1));
+        let _ = writeln!(
+            text,
+            "Commands by Redis time (INFO commandstats; script bodies count under EVALSHA and again under each inner command):\n"
+        );
         for (name, (calls, usec)) in inner.iter().take(12) {
-            let _ = writeln!(text, "- {name}: {calls} calls, {:.2} per job, {:.2} µs/job", *calls as f64 / plan.params.jobs as f64, *usec as f64 / plan.params.jobs as f64);
+            let _ = writeln!(
+                text,
+                "- {name}: {calls} calls, {:.2} per job, {:.2} µs/job",
+                *calls as f64 / jobs as f64,
+                *usec as f64 / jobs as f64
+            );
         }
         text.push('\n');
     }
@@ -110,9 +133,12 @@ fn table(text: &mut String, phase: &str, entries: &[redis::Value], jobs: u64) ->
         slot.1 += micros;
     }
     let total: u64 = calls.values().map(|(_, us)| us).sum();
-    let _ = writeln!(text, "## {phase}\n\n| call | calls | µs/call | µs/job | share of Redis command time |\n|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        text,
+        "## {phase}\n\n| call | calls | µs/call | µs/job | share of Redis command time |\n|---|---:|---:|---:|---:|"
+    );
     let mut rows: Vec<(String, (u64, u64))> = calls.into_iter().collect();
-    rows.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1.1));
     for (name, (count, micros)) in rows {
         let _ = writeln!(
             text,

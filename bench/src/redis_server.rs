@@ -79,9 +79,9 @@ impl BenchRedis {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let info: String = redis::cmd("INFO").arg("persistence").query_async(&mut conn).await?;
-            let busy = info.lines().any(|line| {
-                matches!(line.trim(), "aof_rewrite_in_progress:1" | "rdb_bgsave_in_progress:1")
-            });
+            let busy = info
+                .lines()
+                .any(|line| matches!(line.trim(), "aof_rewrite_in_progress:1" | "rdb_bgsave_in_progress:1"));
             if !busy || Instant::now() > deadline {
                 return Ok(());
             }

@@ -44,7 +44,9 @@ impl RedisSample {
                 let field = |key: &str| {
                     stats.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u64>().ok())
                 };
-                sample.commands.insert(name.to_ascii_lowercase(), (field("calls").unwrap_or(0), field("usec").unwrap_or(0)));
+                sample
+                    .commands
+                    .insert(name.to_ascii_lowercase(), (field("calls").unwrap_or(0), field("usec").unwrap_or(0)));
             }
         }
         anyhow::ensure!(cpu_fields == 2, "INFO reply lacks used_cpu_sys/used_cpu_user");

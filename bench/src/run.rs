@@ -95,16 +95,9 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
             redis.flush().await?;
             let api = ours.start_api().await?;
             for &rate in &latency_plan.rates {
-                let run = latency::at_rate(
-                    &api,
-                    &redis,
-                    &token,
-                    rate,
-                    latency_plan.secs,
-                    latency_plan.warmup_secs,
-                    round,
-                )
-                .await;
+                let run =
+                    latency::at_rate(&api, &redis, &token, rate, latency_plan.secs, latency_plan.warmup_secs, round)
+                        .await;
                 match run {
                     Ok(run) => record_latency(&mut results, run),
                     Err(err) => {

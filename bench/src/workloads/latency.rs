@@ -75,11 +75,8 @@ pub async fn at_rate(
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
-        let request = client
-            .post(&url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.clone());
+        let request =
+            client.post(&url).bearer_auth(token).header("content-type", "application/json").body(body.clone());
         let in_flight = in_flight.clone();
         tasks.spawn(async move {
             let sent = Instant::now();
@@ -104,11 +101,8 @@ pub async fn at_rate(
 
     let counted_from = start + Duration::from_secs_f64(warmup_secs);
     let counted: Vec<&Outcome> = outcomes.iter().filter(|o| o.scheduled >= counted_from).collect();
-    let mut latencies: Vec<f64> = counted
-        .iter()
-        .filter(|o| o.ok)
-        .map(|o| o.done.duration_since(o.scheduled).as_secs_f64() * 1e3)
-        .collect();
+    let mut latencies: Vec<f64> =
+        counted.iter().filter(|o| o.ok).map(|o| o.done.duration_since(o.scheduled).as_secs_f64() * 1e3).collect();
     latencies.sort_by(f64::total_cmp);
     let mut lags: Vec<f64> = counted.iter().map(|o| o.sent.duration_since(o.scheduled).as_secs_f64() * 1e3).collect();
     lags.sort_by(f64::total_cmp);

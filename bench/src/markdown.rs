@@ -11,15 +11,15 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(md, "# Benchmark results ({})\n", s.started_at);
     let _ = writeln!(
         md,
-        "Machine: {} × {} ({}), kernel {}. Redis persistence: {:?}. Pinning: Redis on cpu {:?}, \
-         everything else on cpu {:?}. Our processes: {}.\n",
+        "Machine: {} CPUs, {} ({}), kernel {}. Redis persistence: {:?}. Pinning: Redis on cpu {}, \
+         everything else on cpu {}. Our processes: {}.\n",
         s.machine.cpus,
         s.machine.cpu_model,
         s.machine.os,
         s.machine.kernel,
         s.persistence,
-        s.pinning.redis_cpu,
-        s.pinning.sut_cpu,
+        cpu(s.pinning.redis_cpu),
+        cpu(s.pinning.sut_cpu),
         s.launch
     );
     for (system, version) in &s.versions {
@@ -42,6 +42,10 @@ pub fn render(r: &Results) -> String {
         latency_table(&mut md, r);
     }
     md
+}
+
+fn cpu(pin: Option<usize>) -> String {
+    pin.map_or_else(|| "any".to_owned(), |c| c.to_string())
 }
 
 fn throughput_table(md: &mut String, r: &Results) {
@@ -108,13 +112,13 @@ fn commands_table(md: &mut String, r: &Results) {
 fn latency_table(md: &mut String, r: &Results) {
     let rounds = r.latency.iter().map(|l| l.round).max().map_or(0, |m| m + 1);
     let _ = writeln!(md, "## HTTP single-job enqueue latency (ours), open loop, median of {rounds} rounds (min–max)\n");
-    md.push_str("| rate req/s | requests | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | API CPU µs/req | Redis CPU µs/req | Redis cmds/req |\n");
-    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| rate req/s | requests | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | generator send lag p99 ms | API CPU µs/req | Redis CPU µs/req | Redis cmds/req |\n");
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for rate in r.rates() {
         let s = |f: fn(&crate::measure::LatencyRun) -> f64, d| stat_text(r.latency_stat(rate, f), d, false);
         let _ = writeln!(
             md,
-            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s(|l| l.requests as f64, 0),
             s(|l| l.errors as f64, 0),
             s(|l| l.p50_ms, 3),
@@ -122,6 +126,7 @@ fn latency_table(md: &mut String, r: &Results) {
             s(|l| l.p99_ms, 3),
             s(|l| l.p999_ms, 3),
             s(|l| l.max_ms, 2),
+            s(|l| l.send_lag_p99_ms, 3),
             s(|l| l.api_cpu_us_per_req, 1),
             s(|l| l.redis_cpu_us_per_req, 1),
             s(|l| l.redis_cmds_per_req, 2),

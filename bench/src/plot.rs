@@ -61,6 +61,7 @@ fn throughput(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::co
             }
         })
         .y_desc("jobs/s")
+        .y_label_formatter(&|v| crate::report::thousands(*v))
         .draw()?;
     let width = 0.8 / systems.len().max(1) as f64;
     for (i, system) in systems.iter().enumerate() {
@@ -99,7 +100,13 @@ fn latency(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::coord
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..max_rate * 1.1, (0.05f64..top).log_scale())?;
-    chart.configure_mesh().x_desc("offered rate, requests/s").y_desc("ms").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("offered rate, requests/s")
+        .y_desc("ms")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v}"))
+        .draw()?;
     let series: [(&str, RGBColor, LatencyField); 3] = [
         ("p50", RGBColor(31, 119, 180), |l| l.p50_ms),
         ("p99", RGBColor(214, 39, 40), |l| l.p99_ms),

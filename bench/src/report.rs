@@ -55,7 +55,8 @@ impl Setup {
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             machine: Machine {
                 cpu_model,
-                cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                // Not `available_parallelism`: the harness has pinned itself to one CPU.
+                cpus: read("/proc/cpuinfo").lines().filter(|l| l.starts_with("processor")).count(),
                 kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
                 os,
             },

@@ -66,6 +66,13 @@ impl Options {
             Some(dir) => dir.clone(),
             None => std::env::current_exe()?.parent().context("the bench binary has no directory")?.to_path_buf(),
         };
+        for binary in ["api", "worker"] {
+            anyhow::ensure!(
+                bin_dir.join(binary).exists(),
+                "no `{binary}` binary in {}: build it first (`cargo build --release -p api -p worker`) or pass --bin-dir",
+                bin_dir.display()
+            );
+        }
         let mut api_env = vec![
             ("RATE_LIMIT_PER_SEC".to_owned(), "1000000".to_owned()),
             ("RATE_LIMIT_BURST".to_owned(), "1000000".to_owned()),

@@ -83,7 +83,7 @@ fn throughput(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::co
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .border_style(BLACK)
         .background_style(WHITE)
         .draw()?;

@@ -1,0 +1,146 @@
+//! `bench`: the benchmark harness. It measures our job system — the real `api`
+//! and `worker` binaries over Redis — side by side with BullMQ and Celery, on
+//! one `redis-server` it starts itself, and writes JSON, Markdown and an SVG plot.
+//!
+//! Layout:
+//! - `cli.rs` — the command line, and the [`run::Plan`] it describes;
+//! - `run.rs` — the interleaved sequence of runs;
+//! - `workloads/` — one measured phase each: enqueue, processing, latency;
+//! - `ours.rs`, `peers.rs` — starting the systems under test;
+//! - `redis_server.rs`, `procs.rs` — Redis and child processes, pinned with `taskset`;
+//! - `redis_stats.rs`, `measure.rs` — `INFO` deltas and per-job figures;
+//! - `profile.rs` — Redis time per script (SLOWLOG);
+//! - `report.rs`, `markdown.rs`, `plot.rs` — results.json, results.md, bench.svg;
+//! - `auth.rs` — the bearer token the API will require.
+//!
+//! Workloads 4 and 6 (WebSocket end to end and fan-out) come once the API
+//! serves live events: a module under `workloads/` and a subcommand each.
+
+pub mod auth;
+pub mod cli;
+pub mod markdown;
+pub mod measure;
+pub mod ours;
+pub mod peers;
+pub mod plot;
+pub mod procs;
+pub mod profile;
+pub mod redis_server;
+pub mod redis_stats;
+pub mod report;
+pub mod run;
+pub mod workloads;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::cli::{Command, Options};
+use crate::ours::Launch;
+use crate::peers::PeerEnv;
+use crate::procs::Pinning;
+use crate::redis_server::Persistence;
+use crate::run::{LatencyPlan, OursLaunch, Plan};
+use crate::workloads::Params;
+
+/// Which workloads a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Throughput,
+    Latency,
+}
+
+impl Options {
+    /// The pinning these options ask for.
+    pub fn pinning(&self) -> Pinning {
+        if self.no_pin {
+            Pinning::NONE
+        } else {
+            Pinning { redis_cpu: Some(self.redis_cpu), sut_cpu: Some(self.sut_cpu) }
+        }
+    }
+
+    pub fn plan(&self, scope: Scope) -> anyhow::Result<Plan> {
+        let bin_dir = match &self.bin_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_exe()?.parent().context("the bench binary has no directory")?.to_path_buf(),
+        };
+        for binary in ["api", "worker"] {
+            anyhow::ensure!(
+                bin_dir.join(binary).exists(),
+                "no `{binary}` binary in {}: build it first (`cargo build --release -p api -p worker`) or pass --bin-dir",
+                bin_dir.display()
+            );
+        }
+        let mut api_env = vec![
+            ("RATE_LIMIT_PER_SEC".to_owned(), "1000000".to_owned()),
+            ("RATE_LIMIT_BURST".to_owned(), "1000000".to_owned()),
+        ];
+        api_env.extend(self.api_env.iter().cloned());
+        let throughput = scope != Scope::Latency;
+        Ok(Plan {
+            params: Params {
+                jobs: self.jobs,
+                chunk: self.chunk.max(1),
+                inflight: self.inflight.max(1),
+                concurrency: self.concurrency,
+                claim_batch: self.claim_batch,
+                poll_ms: self.poll_ms.max(1),
+                timeout_secs: self.timeout_secs,
+            },
+            pairs: if throughput { self.pairs } else { 0 },
+            peers: if self.no_peers { Vec::new() } else { self.peers.clone() },
+            library: !self.no_library,
+            latency: (scope != Scope::Throughput).then(|| LatencyPlan {
+                rates: self.rates.clone(),
+                secs: self.latency_secs,
+                warmup_secs: self.warmup_secs,
+                rounds: self.rounds,
+            }),
+            persistence: if self.durable { Persistence::AofEverysec } else { Persistence::Off },
+            pinning: self.pinning(),
+            ours: OursLaunch { launch: Launch::Binaries(bin_dir), api_env },
+            peer_env: PeerEnv {
+                dir: self
+                    .peers_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"))),
+                venv: self.venv.clone(),
+            },
+            results_dir: self.results_dir.clone(),
+        })
+    }
+}
+
+/// Runs one command of the CLI.
+pub async fn execute(command: Command) -> anyhow::Result<()> {
+    let (options, scope) = match command {
+        Command::Report { input } => {
+            let results: report::Results = serde_json::from_slice(
+                &std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?,
+            )?;
+            let dir = input.parent().context("results.json has no directory")?;
+            results.write(dir)?;
+            println!("{}", markdown::render(&results));
+            return Ok(());
+        }
+        Command::Profile(options) => {
+            let plan = options.plan(Scope::Throughput)?;
+            let text = profile::run(&plan).await?;
+            std::fs::create_dir_all(&plan.results_dir)?;
+            std::fs::write(plan.results_dir.join("profile.md"), &text)?;
+            println!("{text}");
+            return Ok(());
+        }
+        Command::Run(options) => (options, Scope::All),
+        Command::Throughput(options) => (options, Scope::Throughput),
+        Command::Latency(options) => (options, Scope::Latency),
+    };
+    let plan = options.plan(scope)?;
+    let results = run::execute(&plan).await?;
+    results.write(&plan.results_dir)?;
+    println!("{}", markdown::render(&results));
+    eprintln!("bench: results in {}", plan.results_dir.display());
+    Ok(())
+}

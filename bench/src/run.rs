@@ -1,0 +1,141 @@
+//! The interleaved sequence: for each round, ours (HTTP enqueue, then the
+//! worker drains those jobs), ours again (library enqueue), then each peer —
+//! Redis flushed and our processes restarted before every run — and then the
+//! latency rounds of workload 3.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::auth;
+use crate::measure::{LatencyRun, Measurement};
+use crate::ours::Ours;
+use crate::peers::{Peer, PeerEnv};
+use crate::procs::Pinning;
+use crate::redis_server::{BenchRedis, Persistence};
+use crate::report::{Results, Setup};
+use crate::workloads::{Params, enqueue, latency, process};
+
+/// Workload 3's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LatencyPlan {
+    pub rates: Vec<u32>,
+    pub secs: f64,
+    pub warmup_secs: f64,
+    pub rounds: usize,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub params: Params,
+    /// Rounds of the interleaved sequence (0 = skip workloads 1 and 2).
+    pub pairs: usize,
+    pub peers: Vec<Peer>,
+    pub library: bool,
+    pub latency: Option<LatencyPlan>,
+    pub persistence: Persistence,
+    pub pinning: Pinning,
+    pub ours: OursLaunch,
+    pub peer_env: PeerEnv,
+    pub results_dir: PathBuf,
+}
+
+/// How to start ours; the Redis URL is filled in once Redis runs.
+#[derive(Debug, Clone)]
+pub struct OursLaunch {
+    pub launch: crate::ours::Launch,
+    pub api_env: Vec<(String, String)>,
+}
+
+/// Runs the plan and returns every measurement (nothing is written here).
+pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
+    let redis = BenchRedis::start(plan.persistence, plan.pinning.redis_cpu).await?;
+    let log_dir = plan.results_dir.join("logs");
+    let ours = Ours {
+        launch: plan.ours.launch.clone(),
+        redis_url: redis.url(),
+        cpu: plan.pinning.sut_cpu,
+        jwt_secret: auth::BENCH_JWT_SECRET.to_owned(),
+        api_env: plan.ours.api_env.clone(),
+        log_dir: log_dir.clone(),
+    };
+    let token = auth::token_for(ours.api_binary().as_deref(), &ours.jwt_secret)?;
+    let mut results = Results::new(Setup::describe(plan));
+    for &peer in &plan.peers {
+        plan.peer_env.install(peer).with_context(|| format!("cannot install the {} peer", peer.name()))?;
+    }
+
+    for pair in 0..plan.pairs {
+        redis.flush().await?;
+        let api = ours.start_api().await?;
+        let enqueued = enqueue::http(&api, &redis, &token, &plan.params, pair).await;
+        api.stop().await;
+        record(&mut results, enqueued.context("ours: HTTP enqueue")?);
+        record(&mut results, process::drain(&ours, &redis, &plan.params, pair).await.context("ours: processing")?);
+        if plan.library {
+            redis.flush().await?;
+            record(&mut results, enqueue::library(&redis, &plan.params, pair).await.context("ours: library enqueue")?);
+        }
+        for &peer in &plan.peers {
+            redis.flush().await?;
+            let run = plan
+                .peer_env
+                .run(peer, &redis.url(), plan.pinning.sut_cpu, &plan.params, pair, &log_dir)
+                .await
+                .with_context(|| format!("peer {}", peer.name()))?;
+            results.setup.versions.insert(peer.name().to_owned(), format!("{} ({})", run.version, run.runtime));
+            record(&mut results, run.enqueue);
+            record(&mut results, run.process);
+        }
+    }
+
+    if let Some(latency_plan) = &plan.latency {
+        for round in 0..latency_plan.rounds {
+            redis.flush().await?;
+            let api = ours.start_api().await?;
+            for &rate in &latency_plan.rates {
+                let run =
+                    latency::at_rate(&api, &redis, &token, rate, latency_plan.secs, latency_plan.warmup_secs, round)
+                        .await;
+                match run {
+                    Ok(run) => record_latency(&mut results, run),
+                    Err(err) => {
+                        api.stop().await;
+                        return Err(err.context(format!("latency at {rate}/s")));
+                    }
+                }
+            }
+            api.stop().await;
+        }
+    }
+    Ok(results)
+}
+
+fn record(results: &mut Results, m: Measurement) {
+    eprintln!(
+        "bench: round {} {:<7} {:<26} {:>9.0} jobs/s  redis {:>6.1} µs/job {:>6.2} cmds/job  process {:>6.1} µs/job",
+        m.pair + 1,
+        m.system,
+        m.workload.title(),
+        m.jobs_per_sec,
+        m.redis_cpu_us_per_job,
+        m.redis_cmds_per_job,
+        m.process_cpu_us_per_job
+    );
+    results.measurements.push(m);
+}
+
+fn record_latency(results: &mut Results, run: LatencyRun) {
+    eprintln!(
+        "bench: latency round {} {:>5}/s  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  errors {}  (send lag p99 {:.3} ms)",
+        run.round + 1,
+        run.rate,
+        run.p50_ms,
+        run.p99_ms,
+        run.max_ms,
+        run.errors,
+        run.send_lag_p99_ms
+    );
+    results.latency.push(run);
+}

@@ -600,3 +600,41 @@ async fn the_events_reader_comes_back_after_a_redis_restart() {
     let seen = read_until(&mut socket, Duration::from_secs(20), |m| m["job_id"] == after.as_str()).await;
     assert!(seen.iter().all(|m| m["op"] == "event"), "{seen:?}");
 }
+
+#[tokio::test]
+async fn events_trimmed_while_the_reader_was_away_close_its_sockets_to_resume() {
+    let system = System::start().await;
+    let mut socket = connect(&system.base, "", &reader()).await;
+    subscribed(&mut socket).await;
+    let first = system.submit(json!({"type": "noop", "delay_ms": 60_000})).await;
+    read_until(&mut socket, WAIT, |m| m["job_id"] == first.as_str()).await;
+    // In one transaction, so the reader cannot come back in between: its connection
+    // dies, and the stream loses everything up to an entry it has never read.
+    let mut conn = system.redis_conn().await;
+    let events = shared::keys::Keys::new(&system.prefix).events();
+    let () = redis::pipe()
+        .atomic()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .ignore()
+        .cmd("XADD")
+        .arg(&events)
+        .arg("*")
+        .arg("e")
+        .arg("")
+        .ignore()
+        .cmd("XTRIM")
+        .arg(&events)
+        .arg("MAXLEN")
+        .arg(1)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (code, _, _) = close_code(&mut socket, Duration::from_secs(20)).await;
+    assert_eq!(code, 1013, "a client that may have missed events is told to resume");
+}

@@ -292,6 +292,16 @@ impl Inner {
         stalled
     }
 
+    /// Every member closes with 1013, as if too slow, and can resume with `since`.
+    fn evict_all(&self) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        for room in std::mem::take(&mut rooms.by_tenant).into_values() {
+            for member in room.members.values() {
+                member.overflow.send_replace(true);
+            }
+        }
+    }
+
     /// Too slow: stop feeding it; it closes with 1013 and can resume with `since`.
     fn evict(&self, tenant: &str, id: u64) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
@@ -345,6 +355,24 @@ async fn read_stream(hub: Weak<Inner>, store: JobStore, redis_url: String) {
                 continue;
             }
         };
+        if let Some(last) = &last_entry
+            && let Some(hub) = hub.upgrade()
+        {
+            match trimmed_past(&mut conn, &key, last).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    // Events trimmed while Redis was away cannot be delivered: every member
+                    // closes with 1013 and resumes with `since`, which says `gap` if it must.
+                    tracing::warn!(last, "the events stream was trimmed past the reader during an outage");
+                    hub.evict_all();
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "events reader cannot read the stream's start");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            }
+        }
         if last_entry.is_none() {
             // Start from the stream's end: members get history through `since`, not from here.
             match newest_entry(&mut conn, &key).await {
@@ -399,6 +427,21 @@ async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
     redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Whether entries after `last` may have been trimmed away: the stream's first
+/// entry is newer than `last` (or the stream is gone while `last` was real).
+async fn trimmed_past(conn: &mut MultiplexedConnection, key: &str, last: &str) -> redis::RedisResult<bool> {
+    let first: Vec<(String, Vec<String>)> =
+        redis::cmd("XRANGE").arg(key).arg("-").arg("+").arg("COUNT").arg(1).query_async(conn).await?;
+    let order = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+    };
+    Ok(match first.first() {
+        Some((id, _)) => order(id) > order(last),
+        None => order(last) > (0, 0),
+    })
 }
 
 /// The stream's last entry id and last event id (`0-0` when empty).

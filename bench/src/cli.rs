@@ -25,12 +25,19 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Everything: workloads 1 and 2 for ours and the peers (interleaved), then
-    /// workload 3 (HTTP latency) for ours.
+    /// for ours workload 3 (HTTP latency), 4 (end to end over WebSocket) and 6
+    /// (WebSocket fan-out). Skip parts with --no-latency, --no-e2e, --no-fanout.
     Run(Options),
     /// Workloads 1 (bulk enqueue) and 2 (processing) only.
     Throughput(Options),
     /// Workload 3 only: open-loop `POST /v1/jobs` at fixed rates.
     Latency(Options),
+    /// Workload 4 only: open-loop `POST /v1/jobs`, one worker, and the time until
+    /// each job's `succeeded` event reaches a WebSocket subscriber.
+    E2e(Options),
+    /// Workload 6 only: 1,000 and 5,000 WebSocket subscribers of one tenant while
+    /// jobs go through; deliveries per second and delivery latency.
+    Fanout(Options),
     /// Redis time per script call of our system, from SLOWLOG (threshold 0): which
     /// scripts dominate Redis CPU. Slows Redis down; not a throughput figure.
     Profile(Options),
@@ -113,6 +120,46 @@ pub struct Options {
     /// Rounds of workload 3 (a fresh API and Redis each).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Skip workload 3 in `run`.
+    #[arg(long)]
+    pub no_latency: bool,
+    /// Skip workload 4 in `run`.
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// Skip workload 6 in `run`.
+    #[arg(long)]
+    pub no_fanout: bool,
+    /// Job rates of workload 4, jobs/s, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000,5000")]
+    pub e2e_rates: Vec<u32>,
+    /// Measured seconds per rate of workload 4 (after --warmup-secs).
+    #[arg(long, default_value_t = 5.0)]
+    pub e2e_secs: f64,
+    /// Rounds of workload 4 (a fresh API, worker and Redis each).
+    #[arg(long, default_value_t = 3)]
+    pub e2e_rounds: usize,
+    /// Subscriber counts of workload 6, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    pub subscribers: Vec<u64>,
+    /// Deliveries per second workload 6 offers: its job rate is this ÷ (3 events × subscribers).
+    #[arg(long, default_value_t = 100_000.0)]
+    pub fanout_deliveries: f64,
+    /// Seconds of jobs per run of workload 6.
+    #[arg(long, default_value_t = 10.0)]
+    pub fanout_secs: f64,
+    /// Rounds of workload 6 (a fresh API, worker and Redis per run).
+    #[arg(long, default_value_t = 3)]
+    pub fanout_rounds: usize,
+    /// WebSocket opens per second in workload 6.
+    #[arg(long, default_value_t = 1_000)]
+    pub connect_rate: u32,
+    /// Loopback source addresses the fan-out's sockets are spread over (127.0.0.1 …).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub source_ips: u8,
+    /// Workloads 4 and 6: how long events may take after the last job is sent
+    /// before the missing ones count as lost, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub event_timeout_secs: f64,
     /// Extra environment for our API, KEY=VALUE (repeatable). Rate limits are set
     /// out of the way by default (RATE_LIMIT_PER_SEC, RATE_LIMIT_BURST = 1000000).
     #[arg(long = "api-env", value_parser = parse_key_value)]

@@ -5,19 +5,19 @@
 //! Layout:
 //! - `cli.rs` — the command line, and the [`run::Plan`] it describes;
 //! - `run.rs` — the interleaved sequence of runs;
-//! - `workloads/` — one measured phase each: enqueue, processing, latency;
+//! - `workloads/` — one measured phase each: enqueue, processing, latency,
+//!   end to end and fan-out over WebSocket;
 //! - `ours.rs`, `peers.rs` — starting the systems under test;
 //! - `redis_server.rs`, `procs.rs` — Redis and child processes, pinned with `taskset`;
 //! - `redis_stats.rs`, `measure.rs` — `INFO` deltas and per-job figures;
 //! - `profile.rs` — Redis time per script (SLOWLOG);
 //! - `report.rs`, `markdown.rs`, `plot.rs` — results.json, results.md, bench.svg;
-//! - `auth.rs` — the bearer token the API will require.
-//!
-//! Workloads 4 and 6 (WebSocket end to end and fan-out) come once the API
-//! serves live events: a module under `workloads/` and a subcommand each.
+//! - `events_client.rs` — a WebSocket client of `GET /v1/events`;
+//! - `auth.rs` — the bearer token the API requires.
 
 pub mod auth;
 pub mod cli;
+pub mod events_client;
 pub mod markdown;
 pub mod measure;
 pub mod ours;
@@ -40,7 +40,7 @@ use crate::ours::Launch;
 use crate::peers::PeerEnv;
 use crate::procs::Pinning;
 use crate::redis_server::Persistence;
-use crate::run::{LatencyPlan, OursLaunch, Plan};
+use crate::run::{E2ePlan, FanoutPlan, LatencyPlan, OursLaunch, Plan};
 use crate::workloads::Params;
 
 /// Which workloads a command runs.
@@ -49,6 +49,8 @@ pub enum Scope {
     All,
     Throughput,
     Latency,
+    E2e,
+    Fanout,
 }
 
 impl Options {
@@ -78,7 +80,10 @@ impl Options {
             ("RATE_LIMIT_BURST".to_owned(), "1000000".to_owned()),
         ];
         api_env.extend(self.api_env.iter().cloned());
-        let throughput = scope != Scope::Latency;
+        let throughput = matches!(scope, Scope::All | Scope::Throughput);
+        let latency = scope == Scope::Latency || (scope == Scope::All && !self.no_latency);
+        let e2e = scope == Scope::E2e || (scope == Scope::All && !self.no_e2e);
+        let fanout = scope == Scope::Fanout || (scope == Scope::All && !self.no_fanout);
         Ok(Plan {
             params: Params {
                 jobs: self.jobs,
@@ -92,11 +97,27 @@ impl Options {
             pairs: if throughput { self.pairs } else { 0 },
             peers: if self.no_peers { Vec::new() } else { self.peers.clone() },
             library: !self.no_library,
-            latency: (scope != Scope::Throughput).then(|| LatencyPlan {
+            latency: latency.then(|| LatencyPlan {
                 rates: self.rates.clone(),
                 secs: self.latency_secs,
                 warmup_secs: self.warmup_secs,
                 rounds: self.rounds,
+            }),
+            e2e: e2e.then(|| E2ePlan {
+                rates: self.e2e_rates.clone(),
+                secs: self.e2e_secs,
+                warmup_secs: self.warmup_secs,
+                rounds: self.e2e_rounds,
+                timeout_secs: self.event_timeout_secs,
+            }),
+            fanout: fanout.then(|| FanoutPlan {
+                subscribers: self.subscribers.clone(),
+                deliveries_per_sec: self.fanout_deliveries,
+                secs: self.fanout_secs,
+                rounds: self.fanout_rounds,
+                connect_rate: self.connect_rate,
+                source_ips: self.source_ips,
+                timeout_secs: self.event_timeout_secs,
             }),
             persistence: if self.durable { Persistence::AofEverysec } else { Persistence::Off },
             pinning: self.pinning(),
@@ -136,6 +157,8 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run(options) => (options, Scope::All),
         Command::Throughput(options) => (options, Scope::Throughput),
         Command::Latency(options) => (options, Scope::Latency),
+        Command::E2e(options) => (options, Scope::E2e),
+        Command::Fanout(options) => (options, Scope::Fanout),
     };
     let plan = options.plan(scope)?;
     let results = run::execute(&plan).await?;

@@ -7,7 +7,12 @@ use clap::Parser;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let options = match &cli.command {
-        Command::Run(o) | Command::Throughput(o) | Command::Latency(o) | Command::Profile(o) => Some(o),
+        Command::Run(o)
+        | Command::Throughput(o)
+        | Command::Latency(o)
+        | Command::E2e(o)
+        | Command::Fanout(o)
+        | Command::Profile(o) => Some(o),
         Command::Report { .. } => None,
     };
     if let Some(cpu) = options.and_then(|o| o.pinning().sut_cpu) {

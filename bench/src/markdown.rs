@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::measure::{Measurement, Workload};
+use crate::measure::{E2eRun, FanoutRun, Measurement, Workload};
 use crate::report::{COMPARISONS, Results, stat_text};
 
 pub fn render(r: &Results) -> String {
@@ -40,6 +40,12 @@ pub fn render(r: &Results) -> String {
     }
     if !r.latency.is_empty() {
         latency_table(&mut md, r);
+    }
+    if !r.e2e.is_empty() {
+        e2e_table(&mut md, r);
+    }
+    if !r.fanout.is_empty() {
+        fanout_table(&mut md, r);
     }
     md
 }
@@ -130,6 +136,108 @@ fn latency_table(md: &mut String, r: &Results) {
             s(|l| l.api_cpu_us_per_req, 1),
             s(|l| l.redis_cpu_us_per_req, 1),
             s(|l| l.redis_cmds_per_req, 2),
+        );
+    }
+    md.push('\n');
+}
+
+/// The issue's end-to-end target: p99 under this at [`E2E_TARGET_RATE`].
+pub const E2E_TARGET_P99_MS: f64 = 20.0;
+pub const E2E_TARGET_RATE: u32 = 5_000;
+
+fn e2e_table(md: &mut String, r: &Results) {
+    let rounds = r.e2e.iter().map(|l| l.round).max().map_or(0, |m| m + 1);
+    let _ = writeln!(
+        md,
+        "## End to end: `POST /v1/jobs` → `succeeded` event on a WebSocket (ours), open loop, median of {rounds} rounds (min–max)\n"
+    );
+    md.push_str(
+        "One worker (the concurrency above), one API, one subscriber following all of the tenant's jobs. Latency runs \
+         from each job's scheduled send time to its `succeeded` event arriving at the subscriber; `lost` = no such \
+         event within the timeout. CPU per job counts the warm-up jobs too.\n\n",
+    );
+    md.push_str("| rate jobs/s | jobs | POST errors | lost | subscriber closed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | POST p99 ms | send lag p99 ms | API CPU µs/job | worker CPU µs/job | Redis CPU µs/job | Redis cmds/job |\n");
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for rate in r.e2e_rates() {
+        let s = |f: fn(&E2eRun) -> f64, d| stat_text(r.e2e_stat(rate, f), d, false);
+        let closed: Vec<String> = r
+            .e2e
+            .iter()
+            .filter(|e| e.rate == rate)
+            .filter_map(|e| e.subscriber_closed.map(|c| c.to_string()))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s(|l| l.jobs as f64, 0),
+            s(|l| l.post_errors as f64, 0),
+            s(|l| l.lost as f64, 0),
+            if closed.is_empty() { "–".to_owned() } else { closed.join(", ") },
+            s(|l| l.p50_ms, 3),
+            s(|l| l.p90_ms, 3),
+            s(|l| l.p99_ms, 3),
+            s(|l| l.p999_ms, 3),
+            s(|l| l.max_ms, 2),
+            s(|l| l.post_p99_ms, 3),
+            s(|l| l.send_lag_p99_ms, 3),
+            s(|l| l.api_cpu_us_per_job, 1),
+            s(|l| l.worker_cpu_us_per_job, 1),
+            s(|l| l.redis_cpu_us_per_job, 1),
+            s(|l| l.redis_cmds_per_job, 2),
+        );
+    }
+    md.push('\n');
+    let at_target: Vec<&E2eRun> = r.e2e.iter().filter(|e| e.rate == E2E_TARGET_RATE).collect();
+    if let Some(p99) = r.e2e_stat(E2E_TARGET_RATE, |e| e.p99_ms) {
+        let met = at_target.iter().filter(|e| e.p99_ms < E2E_TARGET_P99_MS && e.lost == 0).count();
+        let _ = writeln!(
+            md,
+            "Target p99 < {E2E_TARGET_P99_MS} ms at {E2E_TARGET_RATE} jobs/s: **{}** (median p99 {:.1} ms; met in {met} of {} rounds, \
+             a round counting only with nothing lost).\n",
+            if p99.median < E2E_TARGET_P99_MS && met * 2 > at_target.len() { "met" } else { "not met" },
+            p99.median,
+            at_target.len()
+        );
+    }
+}
+
+fn fanout_table(md: &mut String, r: &Results) {
+    let rounds = r.fanout.iter().map(|l| l.round).max().map_or(0, |m| m + 1);
+    let _ = writeln!(
+        md,
+        "## Fan-out: one tenant, every subscriber follows all its jobs (ours), median of {rounds} rounds (min–max)\n"
+    );
+    md.push_str(
+        "Each subscriber opens its own socket and authenticates. Jobs go in open loop (single `POST /v1/jobs`) and one \
+         worker runs them; each job makes 3 events, and each event goes to every subscriber. Delivery latency is the \
+         arrival at the subscriber minus the event's `at` stamp (Redis time, whole ms, so up to 1 ms high). \
+         `lost` = deliveries owed to open subscribers that had not arrived by the timeout; `closed 1013` = subscribers \
+         the API closed for falling `WS_BUFFER` messages behind. The subscribers run in the harness, on the same CPU \
+         as the API and worker.\n\n",
+    );
+    md.push_str("| subscribers | connected | connect s | jobs/s | events per subscriber | offered deliveries/s | delivered/s | p50 ms | p90 ms | p99 ms | max ms | lost | closed 1013 | closed other | API CPU µs/delivery | harness CPU µs/delivery |\n");
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for subscribers in r.fanout_counts() {
+        let s = |f: fn(&FanoutRun) -> f64, d| stat_text(r.fanout_stat(subscribers, f), d, false);
+        let t = |f: fn(&FanoutRun) -> f64| stat_text(r.fanout_stat(subscribers, f), 0, true);
+        let _ = writeln!(
+            md,
+            "| {subscribers} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s(|f| f.connected as f64, 0),
+            s(|f| f.connect_secs, 1),
+            s(|f| f.job_rate, 1),
+            s(|f| f.events_per_subscriber as f64, 0),
+            t(|f| f.offered_per_sec),
+            t(|f| f.delivered_per_sec),
+            s(|f| f.p50_ms, 2),
+            s(|f| f.p90_ms, 2),
+            s(|f| f.p99_ms, 2),
+            s(|f| f.max_ms, 1),
+            t(|f| f.lost as f64),
+            s(|f| f.closed_slow as f64, 0),
+            s(|f| f.closed_other as f64, 0),
+            s(|f| f.api_cpu_us_per_delivery, 2),
+            s(|f| f.harness_cpu_us_per_delivery, 2),
         );
     }
     md.push('\n');

@@ -101,3 +101,78 @@ pub struct LatencyRun {
     pub redis_cmds_per_req: f64,
     pub api_cpu_us_per_req: f64,
 }
+
+/// Workload 4 at one rate: `POST /v1/jobs` open loop, one worker, and one
+/// WebSocket subscriber; latency from a job's scheduled send to its
+/// `succeeded` event arriving on the socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct E2eRun {
+    pub round: usize,
+    /// Jobs per second, scheduled.
+    pub rate: u32,
+    /// Measured seconds (after the warm-up).
+    pub secs: f64,
+    /// Jobs measured: scheduled after the warm-up and accepted (202).
+    pub jobs: u64,
+    /// Measured jobs the API did not accept (errors, timeouts, generator overflow).
+    pub post_errors: u64,
+    /// Accepted jobs whose `succeeded` event did not arrive within the timeout.
+    pub lost: u64,
+    /// The subscriber's close code if the server closed it during the run (1013: too slow).
+    pub subscriber_closed: Option<u16>,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// The `POST /v1/jobs` answer alone (scheduled send to 202), p99.
+    pub post_p99_ms: f64,
+    /// How late the generator sent requests, p99 (its own health, ms).
+    pub send_lag_p99_ms: f64,
+    /// Per job sent (warm-up included), from the run's start to the last event.
+    pub api_cpu_us_per_job: f64,
+    pub worker_cpu_us_per_job: f64,
+    pub redis_cpu_us_per_job: f64,
+    pub redis_cmds_per_job: f64,
+}
+
+/// Workload 6 with one number of subscribers: every subscriber follows all of
+/// one tenant's jobs while jobs go through at a fixed rate (each job makes
+/// three events: `queued`, `running`, `succeeded`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanoutRun {
+    pub round: usize,
+    pub subscribers: u64,
+    /// Subscribers that got `subscribed`.
+    pub connected: u64,
+    /// Seconds from the first connect to the last `subscribed`.
+    pub connect_secs: f64,
+    /// Jobs per second, scheduled.
+    pub job_rate: f64,
+    /// Jobs accepted (202).
+    pub jobs: u64,
+    /// Events every subscriber should receive: 3 per accepted job.
+    pub events_per_subscriber: u64,
+    /// Deliveries the schedule asked for per second (events/s × subscribers).
+    pub offered_per_sec: f64,
+    /// Events received by all subscribers together.
+    pub delivered: u64,
+    /// `delivered` over the time from the first scheduled job to the last arrival.
+    pub delivered_per_sec: f64,
+    /// Deliveries owed to subscribers that were still open but had not arrived by the timeout.
+    pub lost: u64,
+    /// Subscribers the server closed with 1013 (fell `WS_BUFFER` messages behind).
+    pub closed_slow: u64,
+    /// Subscribers closed or failed for any other reason during the run.
+    pub closed_other: u64,
+    /// Delivery latency: arrival at the subscriber minus the event's `at` stamp
+    /// (whole milliseconds, so up to 1 ms high).
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// CPU per delivery, µs: the API (fan-out and socket writes) and this harness (socket reads).
+    pub api_cpu_us_per_delivery: f64,
+    pub harness_cpu_us_per_delivery: f64,
+    pub redis_cpu_us_per_job: f64,
+}

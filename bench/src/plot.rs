@@ -1,6 +1,8 @@
-//! `bench.svg`: throughput per workload and system (left, log scale, bars are
-//! medians, whiskers min–max) and our HTTP enqueue latency against the offered
-//! rate (right, log scale).
+//! `bench.svg`: throughput per workload and system (top left, log scale, bars
+//! are medians, whiskers min–max) and our HTTP enqueue latency against the
+//! offered rate (top right, log scale); below them, when measured, our end-to-end
+//! latency against the job rate and the fan-out's delivery latency against the
+//! number of subscribers.
 
 use std::path::Path;
 
@@ -23,21 +25,34 @@ fn color(system: &str) -> RGBColor {
     }
 }
 
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
 pub fn render(results: &Results, path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1280, 540)).into_drawing_area();
+    let websocket = !results.e2e.is_empty() || !results.fanout.is_empty();
+    let root = SVGBackend::new(path, (1280, if websocket { 1080 } else { 540 })).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(680);
+    let (top, bottom) = root.split_vertically(540);
+    let (left, right) = top.split_horizontally(680);
     if !results.measurements.is_empty() {
         throughput(results, &left)?;
     }
     if !results.latency.is_empty() {
-        latency(results, &right)?;
+        http_latency(results, &right)?;
+    }
+    if websocket {
+        let (left, right) = bottom.split_horizontally(640);
+        if !results.e2e.is_empty() {
+            e2e_latency(results, &left)?;
+        }
+        if !results.fanout.is_empty() {
+            fanout_latency(results, &right)?;
+        }
     }
     root.present()?;
     Ok(())
 }
 
-fn throughput(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()> {
+fn throughput(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
     let systems = results.systems();
     let top = results.measurements.iter().map(|m| m.jobs_per_sec).fold(1.0, f64::max) * 3.0;
     let bottom = 100.0;
@@ -90,38 +105,86 @@ fn throughput(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::co
     Ok(())
 }
 
-fn latency(results: &Results, area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> anyhow::Result<()> {
-    let rates = results.rates();
-    let max_rate = rates.iter().copied().max().unwrap_or(1) as f64;
-    let top = results.latency.iter().map(|l| l.max_ms).fold(1.0, f64::max) * 2.0;
+/// One x position of a latency chart: x, then p50, p99 and max in ms.
+type LatencyPoint = (f64, [f64; 3]);
+
+/// Our HTTP enqueue latency against the offered rate.
+fn http_latency(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
+    let points = results
+        .rates()
+        .into_iter()
+        .filter_map(|rate| {
+            let stat = |f: LatencyField| results.latency_stat(rate, f).map(|s| s.median);
+            Some((f64::from(rate), [stat(|l| l.p50_ms)?, stat(|l| l.p99_ms)?, stat(|l| l.max_ms)?]))
+        })
+        .collect();
+    latency_chart(area, "Ours: POST /v1/jobs latency, open loop (median of rounds)", "offered rate, requests/s", points)
+}
+
+/// Workload 4: scheduled send to the `succeeded` event on a WebSocket.
+fn e2e_latency(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
+    let points = results
+        .e2e_rates()
+        .into_iter()
+        .filter_map(|rate| {
+            let stat = |f: fn(&crate::measure::E2eRun) -> f64| results.e2e_stat(rate, f).map(|s| s.median);
+            Some((f64::from(rate), [stat(|l| l.p50_ms)?, stat(|l| l.p99_ms)?, stat(|l| l.max_ms)?]))
+        })
+        .collect();
+    latency_chart(
+        area,
+        "Ours: POST → succeeded event on a WebSocket (median of rounds)",
+        "offered rate, jobs/s",
+        points,
+    )
+}
+
+/// Workload 6: delivery latency against the number of subscribers, with deliveries/s in the caption.
+fn fanout_latency(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
+    let counts = results.fanout_counts();
+    let points = counts
+        .iter()
+        .filter_map(|&n| {
+            let stat = |f: fn(&crate::measure::FanoutRun) -> f64| results.fanout_stat(n, f).map(|s| s.median);
+            Some((n as f64, [stat(|l| l.p50_ms)?, stat(|l| l.p99_ms)?, stat(|l| l.max_ms)?]))
+        })
+        .collect();
+    let rates: Vec<String> = counts
+        .iter()
+        .filter_map(|&n| {
+            let delivered = results.fanout_stat(n, |f| f.delivered_per_sec)?.median;
+            Some(format!("{n}: {}/s", crate::report::thousands(delivered)))
+        })
+        .collect();
+    let caption = format!("Ours: fan-out delivery latency (delivered {})", rates.join(", "));
+    latency_chart(area, &caption, "subscribers", points)
+}
+
+fn latency_chart(area: &Area<'_>, caption: &str, x_desc: &str, points: Vec<LatencyPoint>) -> anyhow::Result<()> {
+    let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let top = points.iter().map(|p| p.1[2]).fold(1.0, f64::max) * 2.0;
     let mut chart = ChartBuilder::on(area)
-        .caption("Ours: POST /v1/jobs latency, open loop (median of rounds)", ("sans-serif", 18))
+        .caption(caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_rate * 1.1, (0.05f64..top).log_scale())?;
+        .build_cartesian_2d(0f64..max_x * 1.1, (0.05f64..top).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("offered rate, requests/s")
+        .x_desc(x_desc)
         .y_desc("ms")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v}"))
         .draw()?;
-    let series: [(&str, RGBColor, LatencyField); 3] = [
-        ("p50", RGBColor(31, 119, 180), |l| l.p50_ms),
-        ("p99", RGBColor(214, 39, 40), |l| l.p99_ms),
-        ("max", RGBColor(127, 127, 127), |l| l.max_ms),
-    ];
-    for (name, line, field) in series {
-        let points: Vec<(f64, f64)> = rates
-            .iter()
-            .filter_map(|&rate| Some((rate as f64, results.latency_stat(rate, field)?.median.max(0.05))))
-            .collect();
+    let series: [(&str, RGBColor); 3] =
+        [("p50", RGBColor(31, 119, 180)), ("p99", RGBColor(214, 39, 40)), ("max", RGBColor(127, 127, 127))];
+    for (i, (name, line)) in series.into_iter().enumerate() {
+        let line_points: Vec<(f64, f64)> = points.iter().map(|(x, ys)| (*x, ys[i].max(0.05))).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), line.stroke_width(2)))?
+            .draw_series(LineSeries::new(line_points.clone(), line.stroke_width(2)))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], line.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, line.filled())))?;
+        chart.draw_series(line_points.into_iter().map(|p| Circle::new(p, 4, line.filled())))?;
     }
     chart
         .configure_series_labels()

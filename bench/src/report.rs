@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{LatencyRun, Measurement, Workload};
+use crate::measure::{E2eRun, FanoutRun, LatencyRun, Measurement, Workload};
 use crate::procs::Pinning;
 use crate::redis_server::{BenchRedis, Persistence};
-use crate::run::{LatencyPlan, Plan};
+use crate::run::{E2ePlan, FanoutPlan, LatencyPlan, Plan};
 use crate::workloads::Params;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +35,10 @@ pub struct Setup {
     /// `binaries` or `in-process`.
     pub launch: String,
     pub latency: Option<LatencyPlan>,
+    #[serde(default)]
+    pub e2e: Option<E2ePlan>,
+    #[serde(default)]
+    pub fanout: Option<FanoutPlan>,
 }
 
 impl Setup {
@@ -70,6 +74,8 @@ impl Setup {
                 crate::ours::Launch::InProcess => "in-process".into(),
             },
             latency: plan.latency.clone(),
+            e2e: plan.e2e.clone(),
+            fanout: plan.fanout.clone(),
         }
     }
 }
@@ -79,6 +85,12 @@ pub struct Results {
     pub setup: Setup,
     pub measurements: Vec<Measurement>,
     pub latency: Vec<LatencyRun>,
+    /// Workload 4 (absent from results written before it existed).
+    #[serde(default)]
+    pub e2e: Vec<E2eRun>,
+    /// Workload 6.
+    #[serde(default)]
+    pub fanout: Vec<FanoutRun>,
 }
 
 /// Median with the range it came from.
@@ -110,7 +122,7 @@ pub const COMPARISONS: [(&str, Workload, Workload); 3] = [
 
 impl Results {
     pub fn new(setup: Setup) -> Self {
-        Self { setup, measurements: Vec::new(), latency: Vec::new() }
+        Self { setup, measurements: Vec::new(), latency: Vec::new(), e2e: Vec::new(), fanout: Vec::new() }
     }
 
     /// Systems in order of appearance (ours first).
@@ -161,6 +173,30 @@ impl Results {
         rates.sort_unstable();
         rates.dedup();
         rates
+    }
+
+    /// End-to-end runs at `rate`, summarised over rounds.
+    pub fn e2e_stat(&self, rate: u32, field: impl Fn(&E2eRun) -> f64) -> Option<Stat> {
+        Stat::of(self.e2e.iter().filter(|r| r.rate == rate).map(field).collect())
+    }
+
+    pub fn e2e_rates(&self) -> Vec<u32> {
+        let mut rates: Vec<u32> = self.e2e.iter().map(|r| r.rate).collect();
+        rates.sort_unstable();
+        rates.dedup();
+        rates
+    }
+
+    /// Fan-out runs with `subscribers`, summarised over rounds.
+    pub fn fanout_stat(&self, subscribers: u64, field: impl Fn(&FanoutRun) -> f64) -> Option<Stat> {
+        Stat::of(self.fanout.iter().filter(|r| r.subscribers == subscribers).map(field).collect())
+    }
+
+    pub fn fanout_counts(&self) -> Vec<u64> {
+        let mut counts: Vec<u64> = self.fanout.iter().map(|r| r.subscribers).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        counts
     }
 
     /// Writes results.json, results.md and bench.svg into `dir`.

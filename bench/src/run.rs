@@ -1,20 +1,21 @@
 //! The interleaved sequence: for each round, ours (HTTP enqueue, then the
 //! worker drains those jobs), ours again (library enqueue), then each peer —
 //! Redis flushed and our processes restarted before every run — and then the
-//! latency rounds of workload 3.
+//! rounds of workload 3 (HTTP latency), 4 (end to end over WebSocket) and 6
+//! (fan-out), ours only.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use crate::auth;
-use crate::measure::{LatencyRun, Measurement};
+use crate::measure::{E2eRun, FanoutRun, LatencyRun, Measurement};
 use crate::ours::Ours;
 use crate::peers::{Peer, PeerEnv};
 use crate::procs::Pinning;
 use crate::redis_server::{BenchRedis, Persistence};
 use crate::report::{Results, Setup};
-use crate::workloads::{Params, enqueue, latency, process};
+use crate::workloads::{Params, e2e, enqueue, fanout, latency, process};
 
 /// Workload 3's settings.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -23,6 +24,39 @@ pub struct LatencyPlan {
     pub secs: f64,
     pub warmup_secs: f64,
     pub rounds: usize,
+}
+
+/// Workload 4's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct E2ePlan {
+    /// Jobs per second.
+    pub rates: Vec<u32>,
+    /// Measured seconds per rate.
+    pub secs: f64,
+    pub warmup_secs: f64,
+    /// Rounds, each with a fresh API, worker and Redis.
+    pub rounds: usize,
+    /// After the last job is sent, how long `succeeded` events may take before the rest count as lost.
+    pub timeout_secs: f64,
+}
+
+/// Workload 6's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FanoutPlan {
+    /// Subscriber counts, one run each.
+    pub subscribers: Vec<u64>,
+    /// Deliveries per second to offer: the job rate is this ÷ (3 events × subscribers).
+    pub deliveries_per_sec: f64,
+    /// Seconds of jobs per run.
+    pub secs: f64,
+    /// Rounds, each with a fresh API, worker and Redis per subscriber count.
+    pub rounds: usize,
+    /// Socket opens per second.
+    pub connect_rate: u32,
+    /// Loopback source addresses to spread the sockets over (127.0.0.1 …).
+    pub source_ips: u8,
+    /// After the last job is sent, how long deliveries may take before the rest count as lost.
+    pub timeout_secs: f64,
 }
 
 /// What to run.
@@ -34,6 +68,8 @@ pub struct Plan {
     pub peers: Vec<Peer>,
     pub library: bool,
     pub latency: Option<LatencyPlan>,
+    pub e2e: Option<E2ePlan>,
+    pub fanout: Option<FanoutPlan>,
     pub persistence: Persistence,
     pub pinning: Pinning,
     pub ours: OursLaunch,
@@ -109,6 +145,43 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
             api.stop().await;
         }
     }
+
+    if let Some(e2e_plan) = &plan.e2e {
+        for round in 0..e2e_plan.rounds {
+            redis.flush().await?;
+            let api = ours.start_api().await?;
+            let worker = ours.start_worker(plan.params.concurrency, plan.params.claim_batch)?;
+            let target = e2e::Target { api: &api, worker: &worker, redis: &redis, token: &token };
+            let mut outcome = Ok(());
+            for &rate in &e2e_plan.rates {
+                match e2e::at_rate(&target, e2e_plan, rate, round).await {
+                    Ok(run) => record_e2e(&mut results, run),
+                    Err(err) => {
+                        outcome = Err(err.context(format!("end to end at {rate} jobs/s")));
+                        break;
+                    }
+                }
+            }
+            worker.stop().await;
+            api.stop().await;
+            outcome?;
+        }
+    }
+
+    if let Some(fanout_plan) = &plan.fanout {
+        for round in 0..fanout_plan.rounds {
+            for &subscribers in &fanout_plan.subscribers {
+                redis.flush().await?;
+                let api = ours.start_api().await?;
+                let worker = ours.start_worker(plan.params.concurrency, plan.params.claim_batch)?;
+                let target = e2e::Target { api: &api, worker: &worker, redis: &redis, token: &token };
+                let run = fanout::with_subscribers(&target, fanout_plan, subscribers, round).await;
+                worker.stop().await;
+                api.stop().await;
+                record_fanout(&mut results, run.with_context(|| format!("fan-out to {subscribers} subscribers"))?);
+            }
+        }
+    }
     Ok(results)
 }
 
@@ -138,4 +211,40 @@ fn record_latency(results: &mut Results, run: LatencyRun) {
         run.send_lag_p99_ms
     );
     results.latency.push(run);
+}
+
+fn record_e2e(results: &mut Results, run: E2eRun) {
+    eprintln!(
+        "bench: e2e round {} {:>5} jobs/s  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  lost {}  post errors {}  closed {:?}",
+        run.round + 1,
+        run.rate,
+        run.p50_ms,
+        run.p99_ms,
+        run.max_ms,
+        run.lost,
+        run.post_errors,
+        run.subscriber_closed
+    );
+    results.e2e.push(run);
+}
+
+fn record_fanout(results: &mut Results, run: FanoutRun) {
+    eprintln!(
+        "bench: fan-out round {} {:>5} subscribers ({} connected in {:.1} s)  {:.1} jobs/s  delivered {:.0}/s of {:.0}/s  \
+         p50 {:.3} ms  p99 {:.3} ms  max {:.1} ms  lost {}  closed 1013: {}  other: {}",
+        run.round + 1,
+        run.subscribers,
+        run.connected,
+        run.connect_secs,
+        run.job_rate,
+        run.delivered_per_sec,
+        run.offered_per_sec,
+        run.p50_ms,
+        run.p99_ms,
+        run.max_ms,
+        run.lost,
+        run.closed_slow,
+        run.closed_other
+    );
+    results.fanout.push(run);
 }

@@ -1,27 +1,18 @@
 //! Workload 3: single `POST /v1/jobs` at a fixed open-loop rate.
 //!
-//! A dedicated thread keeps the schedule (request i is due at start + i/rate)
-//! and hands each request to the async client when it is due, whether or not
-//! earlier ones have been answered. Latency is measured from the *scheduled*
-//! time, so a stall in the API counts against every request it delays
-//! (no coordinated omission). The first `warmup_secs` are sent but not counted.
+//! The schedule is kept by [`super::open_loop`], and latency is measured from
+//! each request's *scheduled* time, so a stall in the API counts against every
+//! request it delays (no coordinated omission). The first `warmup_secs` are
+//! sent but not counted.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use tokio::task::JoinSet;
-
+use super::open_loop::{self, Schedule};
 use crate::measure::LatencyRun;
 use crate::ours::RunningApi;
 use crate::procs::cpu_secs;
 use crate::redis_server::BenchRedis;
 use crate::redis_stats::RedisSample;
-
-/// Requests in flight beyond this are counted as errors instead of sent: a
-/// stalled API must not make the generator open connections without bound.
-const MAX_IN_FLIGHT: usize = 4096;
 
 /// One request's fate.
 struct Outcome {
@@ -44,41 +35,17 @@ pub async fn at_rate(
     let client = super::http_client()?;
     let url = format!("{}/v1/jobs", api.base);
     let body = serde_json::to_vec(&serde_json::json!({ "type": super::JOB_TYPE }))?;
-    let total = ((warmup_secs + secs) * rate as f64).round() as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
 
     let mut conn = redis.connect().await?;
     let before = RedisSample::read(&mut conn).await?;
     let cpu_before = cpu_secs(api.cpu)?;
 
-    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let start = Instant::now() + Duration::from_millis(50);
-    let scheduler = std::thread::spawn(move || {
-        for i in 0..total {
-            let at = start + interval.mul_f64(i as f64);
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-            if due_tx.send(at).is_err() {
-                return;
-            }
-        }
-    });
-
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut tasks: JoinSet<Outcome> = JoinSet::new();
-    while let Some(scheduled) = due_rx.recv().await {
-        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-            let now = Instant::now();
-            tasks.spawn(async move { Outcome { scheduled, sent: now, done: now, ok: false } });
-            continue;
-        }
-        in_flight.fetch_add(1, Ordering::Relaxed);
+    let schedule = Schedule::new(f64::from(rate), warmup_secs + secs);
+    let start = schedule.start;
+    let send = |scheduled: Instant| {
         let request =
             client.post(&url).bearer_auth(token).header("content-type", "application/json").body(body.clone());
-        let in_flight = in_flight.clone();
-        tasks.spawn(async move {
+        async move {
             let sent = Instant::now();
             let ok = match request.send().await {
                 Ok(response) => {
@@ -87,15 +54,14 @@ pub async fn at_rate(
                 }
                 Err(_) => false,
             };
-            in_flight.fetch_sub(1, Ordering::Relaxed);
             Outcome { scheduled, sent, done: Instant::now(), ok }
-        });
-    }
-    let _ = scheduler.join();
-    let mut outcomes = Vec::with_capacity(total as usize);
-    while let Some(joined) = tasks.join_next().await {
-        outcomes.push(joined.context("a request task panicked")?);
-    }
+        }
+    };
+    let skipped = |scheduled: Instant| {
+        let now = Instant::now();
+        Outcome { scheduled, sent: now, done: now, ok: false }
+    };
+    let outcomes = open_loop::run(schedule, send, skipped).await?;
     let api_cpu = cpu_secs(api.cpu)? - cpu_before;
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
 

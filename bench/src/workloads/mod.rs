@@ -1,12 +1,16 @@
 //! The workloads, each one function that measures one phase of our system:
 //! - `enqueue.rs` — workload 1, through `POST /v1/jobs/batch` and through `JobStore::enqueue`;
 //! - `process.rs` — workload 2, one worker draining pre-loaded jobs;
-//! - `latency.rs` — workload 3, open-loop `POST /v1/jobs` at fixed rates.
-//!
-//! Workloads 4 and 6 (WebSocket end to end and fan-out) will sit next to these.
+//! - `latency.rs` — workload 3, open-loop `POST /v1/jobs` at fixed rates;
+//! - `e2e.rs` — workload 4, `POST /v1/jobs` → `succeeded` event on a WebSocket;
+//! - `fanout.rs` — workload 6, thousands of WebSocket subscribers;
+//! - `open_loop.rs` — the fixed-rate generator of workloads 3, 4 and 6.
 
+pub mod e2e;
 pub mod enqueue;
+pub mod fanout;
 pub mod latency;
+pub mod open_loop;
 pub mod process;
 
 use std::time::Duration;

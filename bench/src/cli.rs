@@ -141,11 +141,13 @@ pub struct Options {
     /// Subscriber counts of workload 6, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     pub subscribers: Vec<u64>,
-    /// Deliveries per second workload 6 offers: its job rate is this ÷ (3 events × subscribers).
-    #[arg(long, default_value_t = 100_000.0)]
-    pub fanout_deliveries: f64,
+    /// Deliveries per second workload 6 offers, comma-separated, one run each: the
+    /// job rate is this ÷ (3 events × subscribers). One level the API keeps up
+    /// with (latency), one it does not (capacity).
+    #[arg(long, value_delimiter = ',', default_value = "50000,200000")]
+    pub fanout_offered: Vec<f64>,
     /// Seconds of jobs per run of workload 6.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 5.0)]
     pub fanout_secs: f64,
     /// Rounds of workload 6 (a fresh API, worker and Redis per run).
     #[arg(long, default_value_t = 3)]

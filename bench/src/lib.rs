@@ -112,7 +112,7 @@ impl Options {
             }),
             fanout: fanout.then(|| FanoutPlan {
                 subscribers: self.subscribers.clone(),
-                deliveries_per_sec: self.fanout_deliveries,
+                offered: self.fanout_offered.clone(),
                 secs: self.fanout_secs,
                 rounds: self.fanout_rounds,
                 connect_rate: self.connect_rate,

@@ -26,12 +26,16 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(md, "- {system}: {version}");
     }
     let p = &s.params;
-    let _ = writeln!(
-        md,
-        "\n{} jobs per run, {} per enqueue call, {} calls in flight; worker concurrency {}; {} rounds, \
-         systems interleaved, Redis flushed before every run. Figures: median (min–max).\n",
-        p.jobs, p.chunk, p.inflight, p.concurrency, s.pairs
-    );
+    if r.measurements.is_empty() {
+        let _ = writeln!(md, "\nWorker concurrency {}. Figures: median (min–max).\n", p.concurrency);
+    } else {
+        let _ = writeln!(
+            md,
+            "\n{} jobs per run, {} per enqueue call, {} calls in flight; worker concurrency {}; {} rounds, \
+             systems interleaved, Redis flushed before every run. Figures: median (min–max).\n",
+            p.jobs, p.chunk, p.inflight, p.concurrency, s.pairs
+        );
+    }
 
     if !r.measurements.is_empty() {
         throughput_table(&mut md, r);
@@ -156,8 +160,8 @@ fn e2e_table(md: &mut String, r: &Results) {
          from each job's scheduled send time to its `succeeded` event arriving at the subscriber; `lost` = no such \
          event within the timeout. CPU per job counts the warm-up jobs too.\n\n",
     );
-    md.push_str("| rate jobs/s | jobs | POST errors | lost | subscriber closed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | POST p99 ms | send lag p99 ms | API CPU µs/job | worker CPU µs/job | Redis CPU µs/job | Redis cmds/job |\n");
-    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| rate jobs/s | jobs | POST errors | lost | subscriber closed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | POST p99 ms | send lag p99 ms | API CPU µs/job | worker CPU µs/job | harness CPU µs/job | Redis CPU µs/job | Redis cmds/job |\n");
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for rate in r.e2e_rates() {
         let s = |f: fn(&E2eRun) -> f64, d| stat_text(r.e2e_stat(rate, f), d, false);
         let closed: Vec<String> = r
@@ -168,7 +172,7 @@ fn e2e_table(md: &mut String, r: &Results) {
             .collect();
         let _ = writeln!(
             md,
-            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s(|l| l.jobs as f64, 0),
             s(|l| l.post_errors as f64, 0),
             s(|l| l.lost as f64, 0),
@@ -182,6 +186,7 @@ fn e2e_table(md: &mut String, r: &Results) {
             s(|l| l.send_lag_p99_ms, 3),
             s(|l| l.api_cpu_us_per_job, 1),
             s(|l| l.worker_cpu_us_per_job, 1),
+            s(|l| l.harness_cpu_us_per_job, 1),
             s(|l| l.redis_cpu_us_per_job, 1),
             s(|l| l.redis_cmds_per_job, 2),
         );
@@ -215,19 +220,19 @@ fn fanout_table(md: &mut String, r: &Results) {
          the API closed for falling `WS_BUFFER` messages behind. The subscribers run in the harness, on the same CPU \
          as the API and worker.\n\n",
     );
-    md.push_str("| subscribers | connected | connect s | jobs/s | events per subscriber | offered deliveries/s | delivered/s | p50 ms | p90 ms | p99 ms | max ms | lost | closed 1013 | closed other | API CPU µs/delivery | harness CPU µs/delivery |\n");
+    md.push_str("| subscribers | offered deliveries/s | connected | connect s | jobs/s | events per subscriber | delivered/s | p50 ms | p90 ms | p99 ms | max ms | lost | closed 1013 | closed other | API CPU µs/delivery | harness CPU µs/delivery |\n");
     md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for subscribers in r.fanout_counts() {
-        let s = |f: fn(&FanoutRun) -> f64, d| stat_text(r.fanout_stat(subscribers, f), d, false);
-        let t = |f: fn(&FanoutRun) -> f64| stat_text(r.fanout_stat(subscribers, f), 0, true);
+    for (subscribers, offered) in r.fanout_cases() {
+        let s = |f: fn(&FanoutRun) -> f64, d| stat_text(r.fanout_stat(subscribers, offered, f), d, false);
+        let t = |f: fn(&FanoutRun) -> f64| stat_text(r.fanout_stat(subscribers, offered, f), 0, true);
         let _ = writeln!(
             md,
             "| {subscribers} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            crate::report::thousands(offered),
             s(|f| f.connected as f64, 0),
             s(|f| f.connect_secs, 1),
             s(|f| f.job_rate, 1),
             s(|f| f.events_per_subscriber as f64, 0),
-            t(|f| f.offered_per_sec),
             t(|f| f.delivered_per_sec),
             s(|f| f.p50_ms, 2),
             s(|f| f.p90_ms, 2),

@@ -132,6 +132,9 @@ pub struct E2eRun {
     /// Per job sent (warm-up included), from the run's start to the last event.
     pub api_cpu_us_per_job: f64,
     pub worker_cpu_us_per_job: f64,
+    /// This process: the load generator, its HTTP client and the subscriber.
+    #[serde(default)]
+    pub harness_cpu_us_per_job: f64,
     pub redis_cpu_us_per_job: f64,
     pub redis_cmds_per_job: f64,
 }

@@ -105,64 +105,65 @@ fn throughput(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One x position of a latency chart: x, then p50, p99 and max in ms.
-type LatencyPoint = (f64, [f64; 3]);
+/// One line of a latency chart: name, colour, points (x, ms).
+type Line = (String, RGBColor, Vec<(f64, f64)>);
+
+const P50: RGBColor = RGBColor(31, 119, 180);
+const P99: RGBColor = RGBColor(214, 39, 40);
+const MAX: RGBColor = RGBColor(127, 127, 127);
+
+/// p50, p99 and max lines over `xs`, from a summary per x.
+fn percentile_lines(xs: &[f64], stat: impl Fn(f64, usize) -> Option<f64>) -> Vec<Line> {
+    [("p50", P50), ("p99", P99), ("max", MAX)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, color))| (name.to_owned(), color, xs.iter().filter_map(|&x| Some((x, stat(x, i)?))).collect()))
+        .collect()
+}
 
 /// Our HTTP enqueue latency against the offered rate.
 fn http_latency(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
-    let points = results
-        .rates()
-        .into_iter()
-        .filter_map(|rate| {
-            let stat = |f: LatencyField| results.latency_stat(rate, f).map(|s| s.median);
-            Some((f64::from(rate), [stat(|l| l.p50_ms)?, stat(|l| l.p99_ms)?, stat(|l| l.max_ms)?]))
-        })
-        .collect();
-    latency_chart(area, "Ours: POST /v1/jobs latency, open loop (median of rounds)", "offered rate, requests/s", points)
+    let rates: Vec<f64> = results.rates().into_iter().map(f64::from).collect();
+    let fields: [LatencyField; 3] = [|l| l.p50_ms, |l| l.p99_ms, |l| l.max_ms];
+    let lines = percentile_lines(&rates, |rate, i| Some(results.latency_stat(rate as u32, fields[i])?.median));
+    latency_chart(area, "Ours: POST /v1/jobs latency, open loop (median of rounds)", "offered rate, requests/s", lines)
 }
 
 /// Workload 4: scheduled send to the `succeeded` event on a WebSocket.
 fn e2e_latency(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
-    let points = results
-        .e2e_rates()
-        .into_iter()
-        .filter_map(|rate| {
-            let stat = |f: fn(&crate::measure::E2eRun) -> f64| results.e2e_stat(rate, f).map(|s| s.median);
-            Some((f64::from(rate), [stat(|l| l.p50_ms)?, stat(|l| l.p99_ms)?, stat(|l| l.max_ms)?]))
-        })
-        .collect();
-    latency_chart(
-        area,
-        "Ours: POST → succeeded event on a WebSocket (median of rounds)",
-        "offered rate, jobs/s",
-        points,
-    )
+    let rates: Vec<f64> = results.e2e_rates().into_iter().map(f64::from).collect();
+    let fields: [fn(&crate::measure::E2eRun) -> f64; 3] = [|l| l.p50_ms, |l| l.p99_ms, |l| l.max_ms];
+    let lines = percentile_lines(&rates, |rate, i| Some(results.e2e_stat(rate as u32, fields[i])?.median));
+    latency_chart(area, "Ours: POST → succeeded event on a WebSocket (median of rounds)", "offered rate, jobs/s", lines)
 }
 
-/// Workload 6: delivery latency against the number of subscribers, with deliveries/s in the caption.
+/// Workload 6: delivery latency (p50 thin, p99 thick) against the number of
+/// subscribers, one colour per offered load.
 fn fanout_latency(results: &Results, area: &Area<'_>) -> anyhow::Result<()> {
-    let counts = results.fanout_counts();
-    let points = counts
-        .iter()
-        .filter_map(|&n| {
-            let stat = |f: fn(&crate::measure::FanoutRun) -> f64| results.fanout_stat(n, f).map(|s| s.median);
-            Some((n as f64, [stat(|l| l.p50_ms)?, stat(|l| l.p99_ms)?, stat(|l| l.max_ms)?]))
-        })
-        .collect();
-    let rates: Vec<String> = counts
-        .iter()
-        .filter_map(|&n| {
-            let delivered = results.fanout_stat(n, |f| f.delivered_per_sec)?.median;
-            Some(format!("{n}: {}/s", crate::report::thousands(delivered)))
-        })
-        .collect();
-    let caption = format!("Ours: fan-out delivery latency (delivered {})", rates.join(", "));
-    latency_chart(area, &caption, "subscribers", points)
+    let cases = results.fanout_cases();
+    let mut offered: Vec<f64> = cases.iter().map(|c| c.1).collect();
+    offered.sort_by(f64::total_cmp);
+    offered.dedup();
+    let palette = [P50, P99, RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+    let mut lines = Vec::new();
+    for (i, &load) in offered.iter().enumerate() {
+        let color = palette[i % palette.len()];
+        for (what, field) in [("p50", (|f| f.p50_ms) as fn(&crate::measure::FanoutRun) -> f64), ("p99", |f| f.p99_ms)] {
+            let points = cases
+                .iter()
+                .filter(|c| c.1 == load)
+                .filter_map(|&(n, _)| Some((n as f64, results.fanout_stat(n, load, field)?.median)))
+                .collect();
+            lines.push((format!("{what}, {}/s offered", crate::report::thousands(load)), color, points));
+        }
+    }
+    latency_chart(area, "Ours: fan-out delivery latency (median of rounds)", "subscribers", lines)
 }
 
-fn latency_chart(area: &Area<'_>, caption: &str, x_desc: &str, points: Vec<LatencyPoint>) -> anyhow::Result<()> {
-    let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max);
-    let top = points.iter().map(|p| p.1[2]).fold(1.0, f64::max) * 2.0;
+fn latency_chart(area: &Area<'_>, caption: &str, x_desc: &str, lines: Vec<Line>) -> anyhow::Result<()> {
+    let points = || lines.iter().flat_map(|l| l.2.iter());
+    let max_x = points().map(|p| p.0).fold(1.0, f64::max);
+    let top = points().map(|p| p.1).fold(1.0, f64::max) * 2.0;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 18))
         .margin(12)
@@ -176,15 +177,15 @@ fn latency_chart(area: &Area<'_>, caption: &str, x_desc: &str, points: Vec<Laten
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v}"))
         .draw()?;
-    let series: [(&str, RGBColor); 3] =
-        [("p50", RGBColor(31, 119, 180)), ("p99", RGBColor(214, 39, 40)), ("max", RGBColor(127, 127, 127))];
-    for (i, (name, line)) in series.into_iter().enumerate() {
-        let line_points: Vec<(f64, f64)> = points.iter().map(|(x, ys)| (*x, ys[i].max(0.05))).collect();
+    for (name, color, line) in lines {
+        let line: Vec<(f64, f64)> = line.into_iter().map(|(x, y)| (x, y.max(0.05))).collect();
+        // p50 lines are thin, so each load's p50/p99 pair reads as one colour.
+        let width = if name.starts_with("p50") && name.contains(',') { 1 } else { 2 };
         chart
-            .draw_series(LineSeries::new(line_points.clone(), line.stroke_width(2)))?
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(width)))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], line.stroke_width(2)));
-        chart.draw_series(line_points.into_iter().map(|p| Circle::new(p, 4, line.filled())))?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(width)));
+        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
     }
     chart
         .configure_series_labels()

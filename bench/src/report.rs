@@ -187,16 +187,23 @@ impl Results {
         rates
     }
 
-    /// Fan-out runs with `subscribers`, summarised over rounds.
-    pub fn fanout_stat(&self, subscribers: u64, field: impl Fn(&FanoutRun) -> f64) -> Option<Stat> {
-        Stat::of(self.fanout.iter().filter(|r| r.subscribers == subscribers).map(field).collect())
+    /// Fan-out runs with `subscribers` at `offered` deliveries/s, summarised over rounds.
+    pub fn fanout_stat(&self, subscribers: u64, offered: f64, field: impl Fn(&FanoutRun) -> f64) -> Option<Stat> {
+        Stat::of(
+            self.fanout
+                .iter()
+                .filter(|r| r.subscribers == subscribers && r.offered_per_sec == offered)
+                .map(field)
+                .collect(),
+        )
     }
 
-    pub fn fanout_counts(&self) -> Vec<u64> {
-        let mut counts: Vec<u64> = self.fanout.iter().map(|r| r.subscribers).collect();
-        counts.sort_unstable();
-        counts.dedup();
-        counts
+    /// The (subscribers, offered deliveries/s) pairs measured, in order.
+    pub fn fanout_cases(&self) -> Vec<(u64, f64)> {
+        let mut cases: Vec<(u64, f64)> = self.fanout.iter().map(|r| (r.subscribers, r.offered_per_sec)).collect();
+        cases.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        cases.dedup();
+        cases
     }
 
     /// Writes results.json, results.md and bench.svg into `dir`.

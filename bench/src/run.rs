@@ -45,8 +45,9 @@ pub struct E2ePlan {
 pub struct FanoutPlan {
     /// Subscriber counts, one run each.
     pub subscribers: Vec<u64>,
-    /// Deliveries per second to offer: the job rate is this ÷ (3 events × subscribers).
-    pub deliveries_per_sec: f64,
+    /// Deliveries per second to offer, one run each (for every subscriber count):
+    /// the job rate is this ÷ (3 events × subscribers).
+    pub offered: Vec<f64>,
     /// Seconds of jobs per run.
     pub secs: f64,
     /// Rounds, each with a fresh API, worker and Redis per subscriber count.
@@ -171,14 +172,17 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
     if let Some(fanout_plan) = &plan.fanout {
         for round in 0..fanout_plan.rounds {
             for &subscribers in &fanout_plan.subscribers {
-                redis.flush().await?;
-                let api = ours.start_api().await?;
-                let worker = ours.start_worker(plan.params.concurrency, plan.params.claim_batch)?;
-                let target = e2e::Target { api: &api, worker: &worker, redis: &redis, token: &token };
-                let run = fanout::with_subscribers(&target, fanout_plan, subscribers, round).await;
-                worker.stop().await;
-                api.stop().await;
-                record_fanout(&mut results, run.with_context(|| format!("fan-out to {subscribers} subscribers"))?);
+                for &offered in &fanout_plan.offered {
+                    redis.flush().await?;
+                    let api = ours.start_api().await?;
+                    let worker = ours.start_worker(plan.params.concurrency, plan.params.claim_batch)?;
+                    let target = e2e::Target { api: &api, worker: &worker, redis: &redis, token: &token };
+                    let run = fanout::with_subscribers(&target, fanout_plan, subscribers, offered, round).await;
+                    worker.stop().await;
+                    api.stop().await;
+                    let run = run.with_context(|| format!("fan-out to {subscribers} subscribers at {offered}/s"))?;
+                    record_fanout(&mut results, run);
+                }
             }
         }
     }

@@ -37,7 +37,7 @@ async fn a_small_run_of_every_workload_processes_all_jobs_and_writes_its_results
         // 20 subscribers, 10 jobs (20 jobs/s for 0.5 s: 3 events × 20 subscribers × 20 jobs/s = 1,200/s).
         fanout: Some(FanoutPlan {
             subscribers: vec![20],
-            deliveries_per_sec: 1_200.0,
+            offered: vec![1_200.0],
             secs: 0.5,
             rounds: 1,
             connect_rate: 1_000,

@@ -68,6 +68,7 @@ pub async fn at_rate(target: &Target<'_>, plan: &E2ePlan, rate: u32, round: usiz
     let before = RedisSample::read(&mut conn).await?;
     let api_before = cpu_secs(target.api.cpu)?;
     let worker_before = cpu_secs(target.worker.cpu)?;
+    let own_before = cpu_secs(CpuOf::ThisProcess)?;
 
     let schedule = Schedule::new(f64::from(rate), plan.warmup_secs + plan.secs);
     let send = |scheduled: Instant| {
@@ -107,6 +108,7 @@ pub async fn at_rate(target: &Target<'_>, plan: &E2ePlan, rate: u32, round: usiz
         CpuOf::ThisProcess => 0.0,
         of @ CpuOf::Pid(_) => cpu_secs(of)? - worker_before,
     };
+    let own_cpu = cpu_secs(CpuOf::ThisProcess)? - own_before;
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
 
     let counted_from = schedule.start + Duration::from_secs_f64(plan.warmup_secs);
@@ -144,6 +146,7 @@ pub async fn at_rate(target: &Target<'_>, plan: &E2ePlan, rate: u32, round: usiz
         send_lag_p99_ms: percentile(&lags, 0.99),
         api_cpu_us_per_job: api_cpu * 1e6 / sent,
         worker_cpu_us_per_job: worker_cpu * 1e6 / sent,
+        harness_cpu_us_per_job: own_cpu * 1e6 / sent,
         redis_cpu_us_per_job: delta.cpu_secs * 1e6 / sent,
         redis_cmds_per_job: delta.total_calls() as f64 / sent,
     })

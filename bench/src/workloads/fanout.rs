@@ -69,11 +69,12 @@ struct Ending {
     closed: Option<u16>,
 }
 
-/// Runs workload 6 with `subscribers` sockets.
+/// Runs workload 6 with `subscribers` sockets, offering `offered` deliveries per second.
 pub async fn with_subscribers(
     target: &Target<'_>,
     plan: &FanoutPlan,
     subscribers: u64,
+    offered: f64,
     round: usize,
 ) -> anyhow::Result<FanoutRun> {
     let tally = Arc::new(Tally::default());
@@ -109,7 +110,7 @@ pub async fn with_subscribers(
     let api_before = cpu_secs(target.api.cpu)?;
     let own_before = cpu_secs(CpuOf::ThisProcess)?;
 
-    let job_rate = plan.deliveries_per_sec / (EVENTS_PER_JOB * subscribers) as f64;
+    let job_rate = offered / (EVENTS_PER_JOB * subscribers) as f64;
     let schedule = Schedule::new(job_rate, plan.secs);
     let send = |_scheduled: Instant| {
         let request =
@@ -157,7 +158,7 @@ pub async fn with_subscribers(
         job_rate,
         jobs: accepted,
         events_per_subscriber: expected,
-        offered_per_sec: job_rate * (EVENTS_PER_JOB * subscribers) as f64,
+        offered_per_sec: offered,
         delivered,
         delivered_per_sec: delivered as f64
             / last_arrival.saturating_duration_since(schedule.start).as_secs_f64().max(1e-3),

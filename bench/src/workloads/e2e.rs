@@ -38,6 +38,12 @@ struct Posted {
     id: Option<String>,
 }
 
+/// The part of a 202 the harness reads (serde skips the rest of the record).
+#[derive(serde::Deserialize)]
+struct Accepted {
+    id: String,
+}
+
 /// What the subscriber saw.
 struct Reading {
     /// Job id → when its `succeeded` event arrived.
@@ -78,7 +84,7 @@ pub async fn at_rate(target: &Target<'_>, plan: &E2ePlan, rate: u32, round: usiz
             let sent = Instant::now();
             let id = match request.send().await {
                 Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
-                    response.json::<serde_json::Value>().await.ok().and_then(|v| v["id"].as_str().map(str::to_owned))
+                    response.json::<Accepted>().await.ok().map(|a| a.id)
                 }
                 Ok(_) | Err(_) => None,
             };

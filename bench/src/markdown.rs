@@ -158,10 +158,11 @@ fn e2e_table(md: &mut String, r: &Results) {
     md.push_str(
         "One worker (the concurrency above), one API, one subscriber following all of the tenant's jobs. Latency runs \
          from each job's scheduled send time to its `succeeded` event arriving at the subscriber; `lost` = no such \
-         event within the timeout. CPU per job counts the warm-up jobs too.\n\n",
+         event within the timeout. CPU per job counts the warm-up jobs too. `SUT CPU busy %` is how busy the \
+         CPU shared by the api, worker and harness was (from /proc/stat: any process on it counts, steal does not).\n\n",
     );
-    md.push_str("| rate jobs/s | jobs | POST errors | lost | subscriber closed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | POST p99 ms | send lag p99 ms | API CPU µs/job | worker CPU µs/job | harness CPU µs/job | Redis CPU µs/job | Redis cmds/job |\n");
-    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| rate jobs/s | jobs | POST errors | lost | subscriber closed | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | POST p99 ms | send lag p99 ms | API CPU µs/job | worker CPU µs/job | harness CPU µs/job | SUT CPU busy % | Redis CPU µs/job | Redis cmds/job |\n");
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for rate in r.e2e_rates() {
         let s = |f: fn(&E2eRun) -> f64, d| stat_text(r.e2e_stat(rate, f), d, false);
         let closed: Vec<String> = r
@@ -172,7 +173,7 @@ fn e2e_table(md: &mut String, r: &Results) {
             .collect();
         let _ = writeln!(
             md,
-            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s(|l| l.jobs as f64, 0),
             s(|l| l.post_errors as f64, 0),
             s(|l| l.lost as f64, 0),
@@ -187,6 +188,7 @@ fn e2e_table(md: &mut String, r: &Results) {
             s(|l| l.api_cpu_us_per_job, 1),
             s(|l| l.worker_cpu_us_per_job, 1),
             s(|l| l.harness_cpu_us_per_job, 1),
+            s(|l| l.sut_cpu_busy_pct, 0),
             s(|l| l.redis_cpu_us_per_job, 1),
             s(|l| l.redis_cmds_per_job, 2),
         );
@@ -218,16 +220,16 @@ fn fanout_table(md: &mut String, r: &Results) {
          arrival at the subscriber minus the event's `at` stamp (Redis time, whole ms, so up to 1 ms high). \
          `lost` = deliveries owed to open subscribers that had not arrived by the timeout; `closed 1013` = subscribers \
          the API closed for falling `WS_BUFFER` messages behind. The subscribers run in the harness, on the same CPU \
-         as the API and worker.\n\n",
+         as the API and worker (`SUT CPU busy %`: how busy that CPU was while the jobs went through).\n\n",
     );
-    md.push_str("| subscribers | offered deliveries/s | connected | connect s | jobs/s | events per subscriber | delivered/s | p50 ms | p90 ms | p99 ms | max ms | lost | closed 1013 | closed other | API CPU µs/delivery | harness CPU µs/delivery |\n");
-    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| subscribers | offered deliveries/s | connected | connect s | jobs/s | events per subscriber | delivered/s | p50 ms | p90 ms | p99 ms | max ms | lost | closed 1013 | closed other | API CPU µs/delivery | harness CPU µs/delivery | SUT CPU busy % |\n");
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (subscribers, offered) in r.fanout_cases() {
         let s = |f: fn(&FanoutRun) -> f64, d| stat_text(r.fanout_stat(subscribers, offered, f), d, false);
         let t = |f: fn(&FanoutRun) -> f64| stat_text(r.fanout_stat(subscribers, offered, f), 0, true);
         let _ = writeln!(
             md,
-            "| {subscribers} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {subscribers} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             crate::report::thousands(offered),
             s(|f| f.connected as f64, 0),
             s(|f| f.connect_secs, 1),
@@ -243,6 +245,7 @@ fn fanout_table(md: &mut String, r: &Results) {
             s(|f| f.closed_other as f64, 0),
             s(|f| f.api_cpu_us_per_delivery, 2),
             s(|f| f.harness_cpu_us_per_delivery, 2),
+            s(|f| f.sut_cpu_busy_pct, 0),
         );
     }
     md.push('\n');

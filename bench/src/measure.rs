@@ -135,6 +135,9 @@ pub struct E2eRun {
     /// This process: the load generator, its HTTP client and the subscriber.
     #[serde(default)]
     pub harness_cpu_us_per_job: f64,
+    /// How busy the CPU of the api, worker and harness was over the run, % (any process on it counts).
+    #[serde(default)]
+    pub sut_cpu_busy_pct: f64,
     pub redis_cpu_us_per_job: f64,
     pub redis_cmds_per_job: f64,
 }
@@ -177,5 +180,8 @@ pub struct FanoutRun {
     /// CPU per delivery, µs: the API (fan-out and socket writes) and this harness (socket reads).
     pub api_cpu_us_per_delivery: f64,
     pub harness_cpu_us_per_delivery: f64,
+    /// How busy the CPU of the api, worker and harness was while jobs went through, %.
+    #[serde(default)]
+    pub sut_cpu_busy_pct: f64,
     pub redis_cpu_us_per_job: f64,
 }

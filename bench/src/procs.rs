@@ -127,6 +127,37 @@ fn parse_stat_cpu(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / TICKS_PER_SEC)
 }
 
+/// Jiffies a CPU (or all CPUs, for `None`) has spent busy and in total, from
+/// `/proc/stat`. Busy is user + nice + system + irq + softirq; idle, iowait and
+/// steal (time the hypervisor gave to other guests) are not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTicks {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl CpuTicks {
+    pub fn read(cpu: Option<usize>) -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+        let name = cpu.map_or_else(|| "cpu".to_owned(), |c| format!("cpu{c}"));
+        parse_cpu_line(&stat, &name).with_context(|| format!("no {name} line in /proc/stat"))
+    }
+
+    /// Busy share of the time since `earlier`, in percent.
+    pub fn busy_pct_since(&self, earlier: &CpuTicks) -> f64 {
+        let total = self.total.saturating_sub(earlier.total).max(1) as f64;
+        self.busy.saturating_sub(earlier.busy) as f64 * 100.0 / total
+    }
+}
+
+fn parse_cpu_line(stat: &str, name: &str) -> Option<CpuTicks> {
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some(CpuTicks { busy: at(0) + at(1) + at(2) + at(5) + at(6), total: (0..8).map(at).sum() })
+}
+
 /// A loopback port nobody listens on right now (the OS's pick).
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
@@ -141,6 +172,14 @@ mod tests {
     fn cpu_time_is_read_after_the_command_name_even_with_spaces_in_it() {
         let stat = "42 (tokio worker) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
         assert_eq!(parse_stat_cpu(stat), Some(3.0));
+    }
+
+    #[test]
+    fn busy_ticks_leave_out_idle_iowait_and_steal() {
+        let stat = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu1 10 1 5 80 2 1 1 3 0 0\n";
+        let ticks = parse_cpu_line(stat, "cpu1").unwrap();
+        assert_eq!((ticks.busy, ticks.total), (18, 103));
+        assert!(parse_cpu_line(stat, "cpu7").is_none());
     }
 
     #[test]

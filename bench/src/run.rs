@@ -152,7 +152,8 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
             redis.flush().await?;
             let api = ours.start_api().await?;
             let worker = ours.start_worker(plan.params.concurrency, plan.params.claim_batch)?;
-            let target = e2e::Target { api: &api, worker: &worker, redis: &redis, token: &token };
+            let target =
+                e2e::Target { api: &api, worker: &worker, redis: &redis, token: &token, sut_cpu: plan.pinning.sut_cpu };
             let mut outcome = Ok(());
             for &rate in &e2e_plan.rates {
                 match e2e::at_rate(&target, e2e_plan, rate, round).await {
@@ -176,7 +177,13 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
                     redis.flush().await?;
                     let api = ours.start_api().await?;
                     let worker = ours.start_worker(plan.params.concurrency, plan.params.claim_batch)?;
-                    let target = e2e::Target { api: &api, worker: &worker, redis: &redis, token: &token };
+                    let target = e2e::Target {
+                        api: &api,
+                        worker: &worker,
+                        redis: &redis,
+                        token: &token,
+                        sut_cpu: plan.pinning.sut_cpu,
+                    };
                     let run = fanout::with_subscribers(&target, fanout_plan, subscribers, offered, round).await;
                     worker.stop().await;
                     api.stop().await;

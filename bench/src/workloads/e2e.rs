@@ -24,7 +24,7 @@ use super::open_loop::{self, Schedule};
 use crate::events_client::{self, ABNORMAL_CLOSE, Socket};
 use crate::measure::E2eRun;
 use crate::ours::{RunningApi, RunningWorker};
-use crate::procs::{CpuOf, cpu_secs};
+use crate::procs::{CpuOf, CpuTicks, cpu_secs};
 use crate::redis_server::BenchRedis;
 use crate::redis_stats::RedisSample;
 use crate::run::E2ePlan;
@@ -58,6 +58,8 @@ pub struct Target<'a> {
     pub worker: &'a RunningWorker,
     pub redis: &'a BenchRedis,
     pub token: &'a str,
+    /// The CPU they (and this harness) are pinned to, `None` for all CPUs.
+    pub sut_cpu: Option<usize>,
 }
 
 /// Runs workload 4 at `rate` jobs/s for `plan.warmup_secs + plan.secs`.
@@ -75,6 +77,7 @@ pub async fn at_rate(target: &Target<'_>, plan: &E2ePlan, rate: u32, round: usiz
     let api_before = cpu_secs(target.api.cpu)?;
     let worker_before = cpu_secs(target.worker.cpu)?;
     let own_before = cpu_secs(CpuOf::ThisProcess)?;
+    let ticks_before = CpuTicks::read(target.sut_cpu)?;
 
     let schedule = Schedule::new(f64::from(rate), plan.warmup_secs + plan.secs);
     let send = |scheduled: Instant| {
@@ -115,6 +118,7 @@ pub async fn at_rate(target: &Target<'_>, plan: &E2ePlan, rate: u32, round: usiz
         of @ CpuOf::Pid(_) => cpu_secs(of)? - worker_before,
     };
     let own_cpu = cpu_secs(CpuOf::ThisProcess)? - own_before;
+    let busy = CpuTicks::read(target.sut_cpu)?.busy_pct_since(&ticks_before);
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
 
     let counted_from = schedule.start + Duration::from_secs_f64(plan.warmup_secs);
@@ -153,6 +157,7 @@ pub async fn at_rate(target: &Target<'_>, plan: &E2ePlan, rate: u32, round: usiz
         api_cpu_us_per_job: api_cpu * 1e6 / sent,
         worker_cpu_us_per_job: worker_cpu * 1e6 / sent,
         harness_cpu_us_per_job: own_cpu * 1e6 / sent,
+        sut_cpu_busy_pct: busy,
         redis_cpu_us_per_job: delta.cpu_secs * 1e6 / sent,
         redis_cmds_per_job: delta.total_calls() as f64 / sent,
     })

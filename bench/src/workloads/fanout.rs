@@ -30,7 +30,7 @@ use super::latency::percentile;
 use super::open_loop::{self, Schedule};
 use crate::events_client::{self, ABNORMAL_CLOSE, TOO_SLOW_CLOSE};
 use crate::measure::FanoutRun;
-use crate::procs::{CpuOf, cpu_secs};
+use crate::procs::{CpuOf, CpuTicks, cpu_secs};
 use crate::redis_stats::RedisSample;
 use crate::run::FanoutPlan;
 
@@ -109,6 +109,7 @@ pub async fn with_subscribers(
     let before = RedisSample::read(&mut conn).await?;
     let api_before = cpu_secs(target.api.cpu)?;
     let own_before = cpu_secs(CpuOf::ThisProcess)?;
+    let ticks_before = CpuTicks::read(target.sut_cpu)?;
 
     let job_rate = offered / (EVENTS_PER_JOB * subscribers) as f64;
     let schedule = Schedule::new(job_rate, plan.secs);
@@ -134,6 +135,7 @@ pub async fn with_subscribers(
     }
     let api_cpu = cpu_secs(target.api.cpu)? - api_before;
     let own_cpu = cpu_secs(CpuOf::ThisProcess)? - own_before;
+    let busy = CpuTicks::read(target.sut_cpu)?.busy_pct_since(&ticks_before);
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
     let _ = phase_tx.send(Phase { expected, stop: true });
 
@@ -172,6 +174,7 @@ pub async fn with_subscribers(
         max_ms: latencies.last().copied().unwrap_or(0.0),
         api_cpu_us_per_delivery: per_delivery(api_cpu),
         harness_cpu_us_per_delivery: per_delivery(own_cpu),
+        sut_cpu_busy_pct: busy,
         redis_cpu_us_per_job: delta.cpu_secs * 1e6 / accepted.max(1) as f64,
     })
 }

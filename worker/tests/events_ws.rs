@@ -638,3 +638,26 @@ async fn events_trimmed_while_the_reader_was_away_close_its_sockets_to_resume() 
     let (code, _, _) = close_code(&mut socket, Duration::from_secs(20)).await;
     assert_eq!(code, 1013, "a client that may have missed events is told to resume");
 }
+
+#[tokio::test]
+async fn a_client_flooding_the_socket_with_messages_is_closed() {
+    let system = System::start().await;
+    // A burst of subscribe/unsubscribe messages within the allowance is served.
+    let mut calm = connect(&system.base, "", &reader()).await;
+    subscribed(&mut calm).await;
+    for _ in 0..20 {
+        send_json(&mut calm, json!({"op": "subscribe", "queue": "reports"})).await;
+    }
+    for _ in 0..20 {
+        subscribed(&mut calm).await;
+    }
+    // Hundreds at once are abuse: the socket closes 1008 before they are all answered.
+    let mut flood = connect(&system.base, "", &reader()).await;
+    subscribed(&mut flood).await;
+    for _ in 0..300 {
+        send_json(&mut flood, json!({"op": "subscribe", "queue": "reports"})).await;
+    }
+    let (code, reason, answered) = close_code(&mut flood, WAIT).await;
+    assert_eq!((code, reason.as_str()), (1008, "too many messages"));
+    assert!(answered < 300, "{answered} messages were answered");
+}

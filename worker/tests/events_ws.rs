@@ -577,6 +577,15 @@ async fn a_reader_that_stops_reading_is_closed_with_1013_and_the_server_memory_s
 #[tokio::test]
 async fn the_events_reader_comes_back_after_a_redis_restart() {
     let mut system = System::start().await;
+    // Every write reaches the append-only file before the kill, so the restarted Redis
+    // holds every event the reader saw (else it closes sockets to resync: see below).
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .query_async(&mut system.redis_conn().await)
+        .await
+        .unwrap();
     let mut socket = connect(&system.base, "", &reader()).await;
     subscribed(&mut socket).await;
     let before = system.submit(json!({"type": "noop", "delay_ms": 60_000})).await;

@@ -89,7 +89,7 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
     match shared::store::connect(&config.redis.redis_url, Some(REDIS_TIMEOUT)).await {
         Ok(conn) => {
             let store = prepare(conn, config).await?;
-            state.events.start(&store, &config.redis.redis_url);
+            state.events.start(&store, &config.redis.redis_url).await;
             let _ = state.store.set(store);
         }
         Err(err) if err.is_unavailable() => {
@@ -119,7 +119,7 @@ async fn connect_later(state: AppState, config: ApiConfig) {
     };
     match prepared.await {
         Ok(store) => {
-            state.events.start(&store, &config.redis.redis_url);
+            state.events.start(&store, &config.redis.redis_url).await;
             let _ = state.store.set(store);
             tracing::info!("redis reached; serving");
         }

@@ -38,14 +38,14 @@ pub struct AppState {
     store: Arc<OnceLock<JobStore>>,
     /// Why the store is not there yet, for /readyz.
     problem: Arc<Mutex<String>>,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub max_body_bytes: u64,
     pub auth: Arc<Authenticator>,
     /// Each tenant's submission limit (`None`: unlimited).
     pub rate_limit: Option<RateLimit>,
     /// Live events: the connection manager, started once the store is set up.
     pub events: events::Hub,
-    pub events_settings: events::EventsSettings,
+    pub events_settings: Arc<events::EventsSettings>,
 }
 
 impl AppState {
@@ -76,7 +76,7 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
     let state = AppState {
         store: Arc::default(),
         problem: Arc::new(Mutex::new("connecting to redis".into())),
-        registry: Registry::standard(config.demo.demo_jobs),
+        registry: Arc::new(Registry::standard(config.demo.demo_jobs)),
         max_body_bytes: config.max_body_bytes,
         auth: Arc::new(Authenticator::from_config(&config.auth)?),
         rate_limit: (config.rate_limit.rate_limit_per_sec > 0).then_some(RateLimit {
@@ -84,12 +84,12 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
             burst: config.rate_limit.rate_limit_burst,
         }),
         events: events::Hub::new(config.events.ws_buffer as usize),
-        events_settings: events::EventsSettings::from_config(&config.events),
+        events_settings: Arc::new(events::EventsSettings::from_config(&config.events)),
     };
     match shared::store::connect(&config.redis.redis_url, Some(REDIS_TIMEOUT)).await {
         Ok(conn) => {
             let store = prepare(conn, config).await?;
-            state.events.start(&store, &config.redis.redis_url);
+            state.events.start(&store, &config.redis.redis_url).await;
             let _ = state.store.set(store);
         }
         Err(err) if err.is_unavailable() => {
@@ -119,7 +119,7 @@ async fn connect_later(state: AppState, config: ApiConfig) {
     };
     match prepared.await {
         Ok(store) => {
-            state.events.start(&store, &config.redis.redis_url);
+            state.events.start(&store, &config.redis.redis_url).await;
             let _ = state.store.set(store);
             tracing::info!("redis reached; serving");
         }

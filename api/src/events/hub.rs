@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use serde::Serialize;
 use shared::events::{EventId, JobEvent, parse_entry};
 use shared::store::{JobStore, event_body, last_event_of};
@@ -185,10 +185,25 @@ impl Hub {
     }
 
     /// Starts the Redis reader (once): it runs until the last clone of the hub is dropped.
-    pub fn start(&self, store: &JobStore, redis_url: &str) {
-        if self.inner.started.set(()).is_ok() {
-            tokio::spawn(read_stream(Arc::downgrade(&self.inner), store.clone(), redis_url.to_owned()));
+    ///
+    /// Where it starts reading is settled here, before the store is handed to
+    /// requests (the caller sets it after this returns), so that no member can join
+    /// before that point and miss an event added in between.
+    pub async fn start(&self, store: &JobStore, redis_url: &str) {
+        if self.inner.started.set(()).is_err() {
+            return;
         }
+        let start = match newest_entry(&mut store.connection(), &store.keys().events()).await {
+            Ok((entry, last)) => {
+                self.rooms().dispatched = last;
+                Some(entry)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "events reader cannot read the stream's end yet");
+                None
+            }
+        };
+        tokio::spawn(read_stream(Arc::downgrade(&self.inner), store.clone(), redis_url.to_owned(), start));
     }
 
     /// Joins `tenant`'s room, listening to nothing yet.
@@ -338,9 +353,9 @@ async fn catch_up(hub: &Inner, stalled: Vec<Stalled>) {
 }
 
 /// The reader: XREAD BLOCK from the last entry dispatched, for as long as the hub lives.
-async fn read_stream(hub: Weak<Inner>, store: JobStore, redis_url: String) {
+async fn read_stream(hub: Weak<Inner>, store: JobStore, redis_url: String, start: Option<String>) {
     let key = store.keys().events();
-    let mut last_entry: Option<String> = None;
+    let mut last_entry = start;
     let mut delay = Duration::from_millis(100);
     loop {
         if hub.strong_count() == 0 {
@@ -429,23 +444,34 @@ async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
     redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&config).await
 }
 
-/// Whether entries after `last` may have been trimmed away: the stream's first
-/// entry is newer than `last` (or the stream is gone while `last` was real).
+/// Whether the reader may have missed entries after `last`: the stream's first
+/// entry is newer than `last` (trimming took what came after it), or the stream
+/// went back in time (a Redis restart that lost its tail) or is gone. A reader
+/// that had read nothing (`0-0`) cannot tell trimmed entries from none.
 async fn trimmed_past(conn: &mut MultiplexedConnection, key: &str, last: &str) -> redis::RedisResult<bool> {
-    let first: Vec<(String, Vec<String>)> =
-        redis::cmd("XRANGE").arg(key).arg("-").arg("+").arg("COUNT").arg(1).query_async(conn).await?;
     let order = |id: &str| {
         let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
         (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
     };
-    Ok(match first.first() {
-        Some((id, _)) => order(id) > order(last),
-        None => order(last) > (0, 0),
-    })
+    let last = order(last);
+    let exists: bool = redis::cmd("EXISTS").arg(key).query_async(conn).await?;
+    if !exists {
+        return Ok(last > (0, 0));
+    }
+    let info: HashMap<String, redis::Value> = redis::cmd("XINFO").arg("STREAM").arg(key).query_async(conn).await?;
+    let generated = info
+        .get("last-generated-id")
+        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .map_or((0, 0), |id| order(&id));
+    let first = info
+        .get("first-entry")
+        .and_then(|v| redis::from_redis_value::<(String, Vec<String>)>(v.clone()).ok())
+        .map(|(id, _)| order(&id));
+    Ok(generated < last || (last > (0, 0) && first.is_some_and(|first| first > last)))
 }
 
 /// The stream's last entry id and last event id (`0-0` when empty).
-async fn newest_entry(conn: &mut MultiplexedConnection, key: &str) -> redis::RedisResult<(String, EventId)> {
+async fn newest_entry(conn: &mut impl ConnectionLike, key: &str) -> redis::RedisResult<(String, EventId)> {
     let entries: Vec<(String, Vec<String>)> =
         redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
     Ok(entries.first().map_or(("0-0".into(), EventId::ZERO), |(id, fields)| (id.clone(), last_event_of(id, fields))))

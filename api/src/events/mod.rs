@@ -141,7 +141,7 @@ pub async fn get_events(
             request.validate()?;
             let store = state.store()?.clone();
             let session = Session::new(&state.events, store, &caller.tenant);
-            let settings = state.events_settings.clone();
+            let settings = EventsSettings::clone(&state.events_settings);
             let max_body = state.max_body_bytes as usize;
             Ok(ws
                 .max_message_size(MAX_MESSAGE_BYTES)

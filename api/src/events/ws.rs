@@ -5,9 +5,11 @@
 //! (1013) as soon as its queue in the hub overflows, rather than holding the
 //! task on a full socket.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use governor::{Quota, RateLimiter};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -33,6 +35,12 @@ const MISSED_PONGS: Stop = Stop { code: 1001, reason: "missed pongs" };
 const TOKEN_EXPIRED: Stop = Stop { code: 1008, reason: "token expired" };
 const TOO_BIG: Stop = Stop { code: 1009, reason: "message over 64 KiB" };
 const TOO_SLOW: Stop = Stop { code: 1013, reason: "too slow: reconnect with since" };
+const TOO_CHATTY: Stop = Stop { code: 1008, reason: "too many messages" };
+
+/// Inbound messages a client may send: a burst of [`MESSAGE_BURST`], then
+/// [`MESSAGES_PER_SEC`] a second. Subscribing is all a client says, so more is abuse.
+const MESSAGES_PER_SEC: NonZeroU32 = NonZeroU32::new(10).expect("non-zero");
+const MESSAGE_BURST: NonZeroU32 = NonZeroU32::new(50).expect("non-zero");
 /// The client is gone: nothing to send.
 const GONE: Stop = Stop { code: 0, reason: "" };
 
@@ -171,6 +179,7 @@ async fn serve(conn: &mut Connection, session: &mut Session, initial: &Request, 
     let mut ticker = tokio::time::interval_at(Instant::now() + ping, ping);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut unanswered = 0u32;
+    let inbound_limit = RateLimiter::direct(Quota::per_second(MESSAGES_PER_SEC).allow_burst(MESSAGE_BURST));
     loop {
         let step = tokio::select! {
             stop = conn.signals.stopped() => Err(stop),
@@ -189,6 +198,7 @@ async fn serve(conn: &mut Connection, session: &mut Session, initial: &Request, 
                     unanswered = 0;
                     Ok(())
                 }
+                Some(Ok(Message::Text(_) | Message::Binary(_))) if inbound_limit.check().is_err() => Err(TOO_CHATTY),
                 Some(Ok(Message::Text(text))) => handle(conn, session, text.as_str()).await,
                 Some(Ok(Message::Binary(_))) => {
                     conn.send_out(&Out::error("bad_request", "send JSON text messages")).await

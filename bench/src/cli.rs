@@ -96,6 +96,11 @@ pub struct Options {
     /// CPU for everything else: our api and worker, the peers, the harness itself.
     #[arg(long, default_value_t = 1)]
     pub sut_cpu: usize,
+    /// CPU for the harness itself (load generator, HTTP client, WebSocket
+    /// subscribers), default: --sut-cpu. A diagnostic: the standard runs keep
+    /// it with the system under test.
+    #[arg(long)]
+    pub harness_cpu: Option<usize>,
     /// Directory with the `api` and `worker` binaries (default: next to this binary).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,

@@ -59,7 +59,11 @@ impl Options {
         if self.no_pin {
             Pinning::NONE
         } else {
-            Pinning { redis_cpu: Some(self.redis_cpu), sut_cpu: Some(self.sut_cpu) }
+            Pinning {
+                redis_cpu: Some(self.redis_cpu),
+                sut_cpu: Some(self.sut_cpu),
+                harness_cpu: Some(self.harness_cpu.unwrap_or(self.sut_cpu)),
+            }
         }
     }
 

@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
         | Command::Profile(o) => Some(o),
         Command::Report { .. } => None,
     };
-    if let Some(cpu) = options.and_then(|o| o.pinning().sut_cpu) {
+    if let Some(cpu) = options.and_then(|o| o.pinning().harness_cpu) {
         bench::procs::pin_self(cpu)?;
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bench::execute(cli.command))

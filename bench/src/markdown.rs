@@ -12,7 +12,7 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(
         md,
         "Machine: {} CPUs, {} ({}), kernel {}. Redis persistence: {:?}. Pinning: Redis on cpu {}, \
-         everything else on cpu {}. Our processes: {}.\n",
+         everything else on cpu {}{}. Our processes: {}.\n",
         s.machine.cpus,
         s.machine.cpu_model,
         s.machine.os,
@@ -20,6 +20,10 @@ pub fn render(r: &Results) -> String {
         s.persistence,
         cpu(s.pinning.redis_cpu),
         cpu(s.pinning.sut_cpu),
+        match s.pinning.harness_cpu {
+            Some(h) if s.pinning.sut_cpu.is_some_and(|c| c != h) => format!(" except the harness, on cpu {h}"),
+            _ => String::new(),
+        },
         s.launch
     );
     for (system, version) in &s.versions {

@@ -16,10 +16,13 @@ use anyhow::{Context as _, bail};
 pub struct Pinning {
     pub redis_cpu: Option<usize>,
     pub sut_cpu: Option<usize>,
+    /// Where the harness itself runs (results written before this field existed: with the SUT).
+    #[serde(default)]
+    pub harness_cpu: Option<usize>,
 }
 
 impl Pinning {
-    pub const NONE: Pinning = Pinning { redis_cpu: None, sut_cpu: None };
+    pub const NONE: Pinning = Pinning { redis_cpu: None, sut_cpu: None, harness_cpu: None };
 }
 
 /// A command line, run under `taskset -c <cpu>` when a CPU is given. `taskset`

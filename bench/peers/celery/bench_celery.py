@@ -9,9 +9,8 @@ and the CPU time of the process doing the work, and prints one JSON object on
 stdout; the harness computes every figure from those raw values.
 
 Imported by the worker (`celery -A bench_celery worker`), it is the task module.
-Settings are the fastest sensible ones for no-op tasks, from the baseline in
-shared/reference/celery-baseline.md: no result backend, ignore_result, early
-acks, prefetch 128, no gossip/mingle/heartbeat. There is no result backend, so
+Settings are the fastest sensible ones for no-op tasks: no result backend,
+ignore_result, early acks, prefetch 128, no gossip/mingle/heartbeat. There is no result backend, so
 completion is seen from outside Celery: each task appends one byte to a file.
 """
 

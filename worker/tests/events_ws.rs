@@ -630,35 +630,13 @@ async fn events_trimmed_while_the_reader_was_away_close_its_sockets_to_resume() 
     // dies, and the stream loses an entry it has never read (the first of two added).
     let mut conn = system.redis_conn().await;
     let events = shared::keys::Keys::new(&system.prefix).events();
-    let () = redis::pipe()
-        .atomic()
-        .cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .ignore()
-        .cmd("XADD")
-        .arg(&events)
-        .arg("*")
-        .arg("e")
-        .arg("")
-        .ignore()
-        .cmd("XADD")
-        .arg(&events)
-        .arg("*")
-        .arg("e")
-        .arg("")
-        .ignore()
-        .cmd("XTRIM")
-        .arg(&events)
-        .arg("MAXLEN")
-        .arg(1)
-        .ignore()
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").ignore();
+    for _ in 0..2 {
+        pipe.cmd("XADD").arg(&events).arg("*").arg("e").arg("").ignore();
+    }
+    pipe.cmd("XTRIM").arg(&events).arg("MAXLEN").arg(1).ignore();
+    let () = pipe.query_async(&mut conn).await.unwrap();
     let (code, _, _) = close_code(&mut socket, Duration::from_secs(20)).await;
     assert_eq!(code, 1013, "a client that may have missed events is told to resume");
 }

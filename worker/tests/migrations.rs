@@ -164,3 +164,35 @@ async fn start_up_warns_about_redis_settings_that_would_lose_jobs() {
     assert!(warnings[0].contains("noeviction"));
     assert!(warnings[1].contains("appendonly"));
 }
+
+/// 0002 builds the per-tenant counts from the records already stored, as a
+/// deployment upgraded from schema 1 has them: the same counts the scripts keep.
+#[tokio::test]
+async fn the_tenant_counts_migration_rebuilds_the_counts_from_the_records() {
+    let system = support::System::start().await;
+    let worker = system.spawn_worker_with(|c| c.queues = vec!["default".into()]);
+    let done = system.submit(serde_json::json!({"type": "noop"})).await;
+    let failed = system.submit(serde_json::json!({"type": "fail", "payload": {"times": 1, "permanent": true}})).await;
+    system.submit(serde_json::json!({"type": "noop", "queue": "parked"})).await;
+    system.submit(serde_json::json!({"type": "noop", "delay_ms": 3_600_000})).await;
+    system.wait_for_status(&done, "succeeded", Duration::from_secs(15)).await;
+    system.wait_for_status(&failed, "failed", Duration::from_secs(15)).await;
+    worker.shutdown().await.unwrap();
+    let (_, kept) = system.get("/v1/queues").await;
+
+    // Back to schema 1: no counts, 0002 not applied.
+    let keys = Keys::new(&system.prefix);
+    let mut conn = system.redis_conn().await;
+    let counts = keys.tenant_counts(support::TENANT);
+    let () = conn.del(&counts).await.unwrap();
+    let () = conn.hdel(keys.migrations(), "0002_tenant_counts").await.unwrap();
+    let () = conn.set(keys.schema_version(), 1).await.unwrap();
+    let (_, emptied) = system.get("/v1/queues").await;
+    assert_ne!(emptied, kept, "the counts are gone");
+
+    assert_eq!(migrate::run(&mut conn, &keys).await.unwrap(), ["0002_tenant_counts"]);
+    let (_, rebuilt) = system.get("/v1/queues").await;
+    assert_eq!(rebuilt, kept);
+    let parked = kept["queues"].as_array().unwrap().iter().find(|q| q["name"] == "parked").unwrap().clone();
+    assert_eq!(parked["queued"], 1, "{kept}");
+}

@@ -7,7 +7,7 @@
 //! `jku`, `x5u`, `x5c`) are refused like a bad signature.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -144,19 +144,17 @@ impl Authenticator {
         Ok(Self { algorithm, key, validation })
     }
 
-    /// Checks a token's header, signature and claims.
+    /// Checks a token's header, signature and claims. `decode` refuses any
+    /// algorithm but the configured one (an unknown one, `none` included, does
+    /// not even parse) before it looks at the signature.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| ApiError::Unauthorized("the token is malformed or uses an unknown algorithm".into()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|err| ApiError::Unauthorized(self.describe(&err)))?;
+        let header = &data.header;
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
             return Err(ApiError::Unauthorized("keys named in the token header are not accepted".into()));
         }
-        if header.alg != self.algorithm {
-            return Err(ApiError::Unauthorized(format!("tokens must be signed with {:?}", self.algorithm)));
-        }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|err| ApiError::Unauthorized(describe(&err)))?
-            .claims;
+        let claims = data.claims;
         if !valid_tenant(&claims.tenant) {
             return Err(ApiError::Unauthorized("the token's `tenant` claim must be 1-64 of [A-Za-z0-9._-]".into()));
         }
@@ -181,17 +179,19 @@ impl Authenticator {
     }
 }
 
-fn describe(err: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind;
-    match err.kind() {
-        ErrorKind::ExpiredSignature => "the token has expired".into(),
-        ErrorKind::ImmatureSignature => "the token is not valid yet".into(),
-        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
-        ErrorKind::InvalidIssuer => "the token's issuer is not accepted".into(),
-        ErrorKind::InvalidAudience => "the token's audience is not accepted".into(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
-        ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted".into(),
-        _ => "the token is invalid".into(),
+impl Authenticator {
+    fn describe(&self, err: &jsonwebtoken::errors::Error) -> String {
+        use jsonwebtoken::errors::ErrorKind;
+        match err.kind() {
+            ErrorKind::ExpiredSignature => "the token has expired".into(),
+            ErrorKind::ImmatureSignature => "the token is not valid yet".into(),
+            ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+            ErrorKind::InvalidIssuer => "the token's issuer is not accepted".into(),
+            ErrorKind::InvalidAudience => "the token's audience is not accepted".into(),
+            ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+            ErrorKind::InvalidAlgorithm => format!("tokens must be signed with {:?}", self.algorithm),
+            _ => "the token is malformed or uses an unknown algorithm".into(),
+        }
     }
 }
 
@@ -219,7 +219,7 @@ fn public_key(args: &AuthArgs) -> anyhow::Result<Vec<u8>> {
     read_pem(path, "JWT_PUBLIC_KEY_FILE")
 }
 
-fn read_pem(path: &PathBuf, name: &str) -> anyhow::Result<Vec<u8>> {
+fn read_pem(path: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {name}={}", path.display()))
 }
 

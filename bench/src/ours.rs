@@ -11,7 +11,9 @@ use anyhow::{Context as _, bail};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::auth;
 use crate::procs::{ChildGuard, CpuOf, free_port, pinned_command};
+use crate::run::Plan;
 
 /// Redis key prefix of every run.
 pub const PREFIX: &str = "bench";
@@ -85,6 +87,18 @@ impl RunningWorker {
 }
 
 impl Ours {
+    /// Ours as `plan` runs it, against the Redis at `redis_url`.
+    pub fn for_plan(plan: &Plan, redis_url: String) -> Self {
+        Self {
+            launch: plan.ours.launch.clone(),
+            redis_url,
+            cpu: plan.pinning.sut_cpu,
+            jwt_secret: auth::BENCH_JWT_SECRET.to_owned(),
+            api_env: plan.ours.api_env.clone(),
+            log_dir: plan.results_dir.join("logs"),
+        }
+    }
+
     pub fn api_binary(&self) -> Option<PathBuf> {
         match &self.launch {
             Launch::Binaries(dir) => Some(dir.join("api")),

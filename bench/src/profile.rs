@@ -26,14 +26,7 @@ const SLOWLOG_LEN: u64 = 2_000_000;
 
 pub async fn run(plan: &Plan) -> anyhow::Result<String> {
     let redis = BenchRedis::start(plan.persistence, plan.pinning.redis_cpu).await?;
-    let ours = Ours {
-        launch: plan.ours.launch.clone(),
-        redis_url: redis.url(),
-        cpu: plan.pinning.sut_cpu,
-        jwt_secret: auth::BENCH_JWT_SECRET.to_owned(),
-        api_env: plan.ours.api_env.clone(),
-        log_dir: plan.results_dir.join("logs"),
-    };
+    let ours = Ours::for_plan(plan, redis.url());
     let token = auth::token_for(ours.api_binary().as_deref(), &ours.jwt_secret)?;
     let mut conn = redis.connect().await?;
     let mut text = String::new();

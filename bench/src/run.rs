@@ -88,15 +88,8 @@ pub struct OursLaunch {
 /// Runs the plan and returns every measurement (nothing is written here).
 pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
     let redis = BenchRedis::start(plan.persistence, plan.pinning.redis_cpu).await?;
-    let log_dir = plan.results_dir.join("logs");
-    let ours = Ours {
-        launch: plan.ours.launch.clone(),
-        redis_url: redis.url(),
-        cpu: plan.pinning.sut_cpu,
-        jwt_secret: auth::BENCH_JWT_SECRET.to_owned(),
-        api_env: plan.ours.api_env.clone(),
-        log_dir: log_dir.clone(),
-    };
+    let ours = Ours::for_plan(plan, redis.url());
+    let log_dir = &ours.log_dir;
     let token = auth::token_for(ours.api_binary().as_deref(), &ours.jwt_secret)?;
     let mut results = Results::new(Setup::describe(plan));
     for &peer in &plan.peers {
@@ -118,7 +111,7 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
             redis.flush().await?;
             let run = plan
                 .peer_env
-                .run(peer, &redis.url(), plan.pinning.sut_cpu, &plan.params, pair, &log_dir)
+                .run(peer, &redis.url(), plan.pinning.sut_cpu, &plan.params, pair, log_dir)
                 .await
                 .with_context(|| format!("peer {}", peer.name()))?;
             results.setup.versions.insert(peer.name().to_owned(), format!("{} ({})", run.version, run.runtime));

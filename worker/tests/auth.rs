@@ -256,21 +256,12 @@ async fn counts_follow_every_transition() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_across_api_instances_and_only_for_its_tenant() {
-    let system = System::start_with(|c| {
+    let limited = |c: &mut api::config::ApiConfig| {
         c.rate_limit.rate_limit_per_sec = 20;
         c.rate_limit.rate_limit_burst = 1_000;
-    })
-    .await;
-    let other_api = {
-        let mut config = system.api_config();
-        config.rate_limit.rate_limit_per_sec = 20;
-        config.rate_limit.rate_limit_burst = 1_000;
-        let router = api::build(&config).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(api::serve(listener, router, std::future::pending()));
-        base
     };
+    let system = System::start_with(limited).await;
+    let other_api = system.start_another_api_with(limited).await;
     // The whole burst in one batch: a batch counts as its number of jobs.
     let jobs = vec![json!({"type": "noop"}); 1_000];
     let (status, _, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;

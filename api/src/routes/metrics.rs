@@ -43,12 +43,10 @@ pub async fn track(request: Request, next: Next) -> Response {
 /// `GET /metrics` — request and enqueue counters, plus queue counts and live
 /// workers read from Redis at scrape time (skipped while Redis is away). Needs a
 /// token with the `admin` scope (Prometheus: `authorization.credentials_file`).
-pub async fn get_metrics(State(state): State<AppState>, caller: Result<Principal, ApiError>) -> Response {
-    if let Err(err) = caller.and_then(|caller| caller.require(Scope::Admin)) {
-        return err.into_response();
-    }
+pub async fn get_metrics(State(state): State<AppState>, caller: Principal) -> Result<Response, ApiError> {
+    caller.require(Scope::Admin)?;
     let Some(recorder) = recorder() else {
-        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response();
+        return Ok((StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response());
     };
     if let Ok(store) = state.store() {
         if let Ok(queues) = store.queue_stats(None).await {
@@ -68,5 +66,5 @@ pub async fn get_metrics(State(state): State<AppState>, caller: Result<Principal
             metrics::gauge!("workers_live").set(workers.len() as f64);
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], recorder.render()).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], recorder.render()).into_response())
 }

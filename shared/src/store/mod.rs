@@ -179,21 +179,20 @@ impl JobStore {
         for tenant in &tenants {
             pipe.hgetall(self.keys.tenant_counts(tenant));
         }
-        let (names, counts): (Vec<String>, Vec<Vec<(String, i64)>>) = {
-            let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-            let counts = replies.split_off(1).into_iter().map(redis::from_redis_value).collect::<Result<_, _>>();
-            (
-                redis::from_redis_value(replies.remove(0)).map_err(redis::RedisError::from)?,
-                counts.map_err(redis::RedisError::from)?,
-            )
-        };
+        // The queue names, then one `queue \t status → n` hash per tenant.
+        let mut replies = pipe.query_async::<Vec<redis::Value>>(&mut conn).await?.into_iter();
+        let names: Vec<String> =
+            redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil)).map_err(redis::RedisError::from)?;
         let mut stats: BTreeMap<String, QueueStats> =
             names.into_iter().map(|name| (name.clone(), QueueStats::empty(name))).collect();
-        for (field, n) in counts.into_iter().flatten() {
-            let Some((queue, status)) = field.split_once('\t') else { continue };
-            let Ok(status) = status.parse::<JobStatus>() else { continue };
-            let entry = stats.entry(queue.to_owned()).or_insert_with(|| QueueStats::empty(queue.to_owned()));
-            *entry.count_mut(status) += n.max(0) as u64;
+        for reply in replies {
+            let counts: Vec<(String, i64)> = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
+            for (field, n) in counts {
+                let Some((queue, status)) = field.split_once('\t') else { continue };
+                let Ok(status) = status.parse::<JobStatus>() else { continue };
+                let entry = stats.entry(queue.to_owned()).or_insert_with(|| QueueStats::empty(queue.to_owned()));
+                *entry.count_mut(status) += n.max(0) as u64;
+            }
         }
         Ok(stats.into_values().collect())
     }

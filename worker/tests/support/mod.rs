@@ -170,7 +170,14 @@ impl System {
     /// Starts one more API instance on the same Redis and prefix; returns its base URL.
     /// It runs until the test ends.
     pub async fn start_another_api(&self) -> String {
-        let router = api::build(&self.api_config()).await.expect("api builds");
+        self.start_another_api_with(|_| {}).await
+    }
+
+    /// [`Self::start_another_api`], with its configuration tuned first.
+    pub async fn start_another_api_with(&self, tune: impl FnOnce(&mut ApiConfig)) -> String {
+        let mut config = self.api_config();
+        tune(&mut config);
+        let router = api::build(&config).await.expect("api builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(api::serve(listener, router, std::future::pending()));

@@ -36,6 +36,33 @@ async fn a_worker_counts_attempts_by_outcome_and_times_jobs() {
 }
 
 #[tokio::test]
+async fn a_worker_claims_ahead_only_while_its_jobs_are_short() {
+    let system = System::start().await;
+    let addr = format!("127.0.0.1:{}", shared::testkit::free_port());
+    let _worker = system.spawn_worker_process(&[("METRICS_ADDR", &addr), ("CONCURRENCY", "2")]);
+    let scrape = |wanted: f64| {
+        let (system, addr) = (&system, &addr);
+        eventually(Duration::from_secs(20), "every job claimed", move || async move {
+            let page = system.http.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;
+            (sample(&page, "jobs_claimed_total")? == wanted).then_some(page)
+        })
+    };
+
+    // Jobs of 200 ms: a claimed-ahead one would wait for a slot, so none is.
+    let long = vec![json!({"type": "sleep", "payload": {"ms": 200}}); 6];
+    system.post("/v1/jobs/batch", &json!({"jobs": long}), &[]).await;
+    let page = scrape(6.0).await;
+    assert_eq!(sample(&page, "jobs_claimed_ahead_total"), None, "{page}");
+
+    // A backlog of no-op jobs: once the average run time falls, claims go ahead.
+    let short = vec![json!({"type": "noop"}); 1000];
+    system.post("/v1/jobs/batch", &json!({"jobs": short}), &[]).await;
+    let page = scrape(1006.0).await;
+    let ahead = sample(&page, "jobs_claimed_ahead_total").unwrap_or(0.0);
+    assert!(ahead >= 100.0, "{ahead} of 1,000 short jobs claimed ahead\n{page}");
+}
+
+#[tokio::test]
 async fn the_api_exposes_request_counts_enqueues_and_queue_depths() {
     let system = System::start().await;
     system.submit(json!({"type": "noop"})).await;

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apalis::layers::catch_panic::PanicError;
 use apalis_core::error::{AbortError, BoxDynError};
@@ -91,7 +91,7 @@ where
             inner: self.inner.call(task),
             attempt: Some(attempt),
             tx: self.tx.clone(),
-            running: Running(self.backend.clone()),
+            running: Running { backend: self.backend.clone(), started: Instant::now() },
         }
     }
 }
@@ -107,12 +107,17 @@ pin_project! {
 }
 
 /// Counts one running job for as long as it lives, however its future ends
-/// (finished, or dropped when the shutdown grace runs out).
-struct Running(Arc<Inner>);
+/// (finished, or dropped when the shutdown grace runs out), and then adds its
+/// run time to the backend's average.
+struct Running {
+    backend: Arc<Inner>,
+    started: Instant,
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.backend.running.fetch_sub(1, Ordering::Relaxed);
+        self.backend.job_time.record(self.started.elapsed());
     }
 }
 

@@ -1,7 +1,7 @@
 //! Claiming jobs, and waiting without polling when there are none.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Value;
@@ -15,6 +15,47 @@ use crate::scripts;
 /// Longest idle wait before claiming again (which also promotes due jobs).
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
 
+/// Jobs that take at most this long on average are claimed one batch ahead
+/// (see [`JobTime::short`]).
+const CLAIM_AHEAD_MAX_JOB_TIME: Duration = Duration::from_millis(2);
+
+/// A running average of how long this worker's jobs take, kept by the ack
+/// layer. It decides whether the next batch may be claimed while the current
+/// one runs: a claimed-ahead job waits for a free slot, which is harmless when
+/// jobs take a millisecond and would hold it from idle workers when they take
+/// seconds.
+pub(super) struct JobTime {
+    /// Exponentially weighted average in microseconds; `u64::MAX` until the first job ends.
+    micros: AtomicU64,
+}
+
+impl JobTime {
+    pub(super) fn new() -> Self {
+        Self { micros: AtomicU64::new(u64::MAX) }
+    }
+
+    /// Adds one job's run time, with weight 1/8. Concurrent updates may lose
+    /// one sample, which an average does not miss.
+    pub(super) fn record(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1);
+        let average = self.micros.load(Ordering::Relaxed);
+        let next = if average == u64::MAX { sample } else { average - average / 8 + sample / 8 };
+        self.micros.store(next, Ordering::Relaxed);
+    }
+
+    /// Whether jobs are short enough to claim ahead (never before one has ended).
+    pub(super) fn short(&self) -> bool {
+        self.micros.load(Ordering::Relaxed) <= CLAIM_AHEAD_MAX_JOB_TIME.as_micros() as u64
+    }
+}
+
+/// What one fetch brought.
+pub(super) struct Batch {
+    pub(super) jobs: Vec<ClaimedJob>,
+    /// The claim took as many jobs as it asked for: more are probably ready.
+    pub(super) full: bool,
+}
+
 enum Claim {
     Jobs(Vec<ClaimedJob>),
     /// Nothing ready: wait on the wake stream after `wake_id`, at most `due_in`.
@@ -27,20 +68,28 @@ enum Claim {
 /// Claims the next batch, waiting as long as it takes: as many jobs as there are
 /// free slots at the moment of each claim, at most `claim_batch`. Returns empty
 /// only when the backend is stopping. Redis errors are retried here, never surfaced.
-pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
+///
+/// `ahead`: a whole `claim_batch` for the slots the running jobs will free,
+/// or nothing at once when nothing is ready (a claim ahead never waits).
+pub(super) async fn next_batch(inner: Arc<Inner>, ahead: bool) -> Batch {
     let mut stop = inner.stop.subscribe();
     let mut error_delay = Duration::from_millis(100);
     loop {
         if *stop.borrow_and_update() {
-            return Vec::new();
+            return Batch { jobs: Vec::new(), full: false };
         }
         let free = inner.settings.concurrency.saturating_sub(inner.running.load(Ordering::Relaxed));
-        match claim(&inner, free.clamp(1, inner.settings.claim_batch)).await {
+        let limit = if ahead { inner.settings.claim_batch } else { free.clamp(1, inner.settings.claim_batch) };
+        match claim(&inner, limit).await {
             Ok(Claim::Jobs(jobs)) => {
                 metrics::counter!("jobs_claimed_total").increment(jobs.len() as u64);
+                if ahead {
+                    metrics::counter!("jobs_claimed_ahead_total").increment(jobs.len() as u64);
+                }
                 hold(&inner, &jobs);
-                return jobs;
+                return Batch { full: jobs.len() == limit, jobs };
             }
+            Ok(Claim::Empty { .. }) if ahead => return Batch { jobs: Vec::new(), full: false },
             Ok(Claim::Empty { wake_id, due_in }) => {
                 error_delay = Duration::from_millis(100);
                 let wait = due_in.map_or(MAX_IDLE_WAIT, |d| d.min(MAX_IDLE_WAIT));
@@ -48,7 +97,7 @@ pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
                     continue;
                 }
                 tokio::select! {
-                    _ = stop.changed() => return Vec::new(),
+                    _ = stop.changed() => return Batch { jobs: Vec::new(), full: false },
                     woken = wait_for_wake(&inner, &wake_id, wait) => {
                         if let Err(err) = woken {
                             tracing::warn!(error = %err, "idle wait failed");
@@ -61,7 +110,7 @@ pub(super) async fn next_batch(inner: Arc<Inner>) -> Vec<ClaimedJob> {
                 metrics::counter!("redis_errors_total", "op" => "claim").increment(1);
                 tracing::warn!(error = %err, retry_in_ms = error_delay.as_millis() as u64, "claim failed; retrying");
                 tokio::select! {
-                    _ = stop.changed() => return Vec::new(),
+                    _ = stop.changed() => return Batch { jobs: Vec::new(), full: false },
                     _ = tokio::time::sleep(error_delay) => {}
                 }
                 error_delay = (error_delay * 2).min(Duration::from_secs(5));
@@ -170,6 +219,22 @@ pub(super) fn hold(inner: &Inner, jobs: &[ClaimedJob]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_short_jobs_on_average_allow_claiming_ahead() {
+        let time = JobTime::new();
+        assert!(!time.short(), "nothing is known before the first job ends");
+        time.record(Duration::from_micros(50));
+        assert!(time.short());
+        for _ in 0..20 {
+            time.record(Duration::from_millis(40));
+        }
+        assert!(!time.short(), "a run of long jobs turns claiming ahead off");
+        for _ in 0..40 {
+            time.record(Duration::from_micros(100));
+        }
+        assert!(time.short(), "and short jobs turn it back on");
+    }
 
     fn bulk(items: &[&str]) -> Vec<Value> {
         items.iter().map(|s| Value::BulkString(s.as_bytes().to_vec())).collect()

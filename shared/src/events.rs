@@ -3,6 +3,11 @@
 //! One stream entry carries every transition of one script call (field `e`, one
 //! line per transition), so a batch of a thousand claims costs one XADD. An
 //! event's id is `<stream entry id>:<line index>`, which orders events totally.
+//!
+//! A line is `job id \t tenant \t type \t queue \t status \t attempt \t at_ms \t error`,
+//! or the job id alone when everything after it is as on the line before: a
+//! batch of like jobs then costs the stream (and the script building the
+//! entry) an id per job.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,12 +33,24 @@ pub struct JobEvent {
 
 /// Splits one stream entry (`e` field) into its events.
 pub fn parse_entry(entry_id: &str, body: &str) -> Vec<JobEvent> {
-    body.lines().enumerate().filter_map(|(index, line)| parse_line(&format!("{entry_id}:{index}"), line)).collect()
+    let mut previous: Option<JobEvent> = None;
+    let mut events = Vec::new();
+    for (index, line) in body.lines().enumerate() {
+        let id = format!("{entry_id}:{index}");
+        let event = match line.split_once('\t') {
+            Some((job_id, rest)) => parse_fields(id, job_id, rest),
+            None => previous.take().map(|like| JobEvent { id, job_id: line.to_owned(), ..like }),
+        };
+        if let Some(event) = event {
+            events.push(event.clone());
+            previous = Some(event);
+        }
+    }
+    events
 }
 
-fn parse_line(id: &str, line: &str) -> Option<JobEvent> {
-    let mut parts = line.splitn(8, '\t');
-    let job_id = parts.next()?.to_owned();
+fn parse_fields(id: String, job_id: &str, rest: &str) -> Option<JobEvent> {
+    let mut parts = rest.splitn(7, '\t');
     let tenant = parts.next()?.to_owned();
     let kind = parts.next()?.to_owned();
     let queue = parts.next()?.to_owned();
@@ -41,7 +58,26 @@ fn parse_line(id: &str, line: &str) -> Option<JobEvent> {
     let attempt = parts.next()?.parse().ok()?;
     let at = from_millis(parts.next()?.parse().ok()?);
     let error = parts.next().filter(|e| !e.is_empty()).map(str::to_owned);
-    Some(JobEvent { id: id.to_owned(), job_id, tenant, kind, queue, status, attempt, at, error })
+    Some(JobEvent { id, job_id: job_id.to_owned(), tenant, kind, queue, status, attempt, at, error })
+}
+
+/// Builds an entry's body from `(job id, the rest of its line)`: a line whose
+/// rest repeats the line before carries the job id alone.
+pub fn entry_body<'a>(events: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let mut body = String::new();
+    let mut previous: Option<String> = None;
+    for (job_id, rest) in events {
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        body.push_str(job_id);
+        if previous.as_deref() != Some(rest.as_str()) {
+            body.push('\t');
+            body.push_str(&rest);
+            previous = Some(rest);
+        }
+    }
+    body
 }
 
 /// Makes free text safe to embed in an event or history line.
@@ -109,6 +145,29 @@ mod tests {
         assert_eq!(events[1].id, "1-0:1");
         assert_eq!(events[1].status, JobStatus::Retrying);
         assert_eq!(events[1].error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn an_id_alone_repeats_the_line_before_and_ids_stay_numbered() {
+        let body = "a\tacme\tnoop\tdefault\trunning\t1\t1700000000000\t\nb\nc\n\
+                    d\tacme\tfail\tdefault\tretrying\t2\t1700000000001\tboom\ne";
+        let events = parse_entry("1-0", body);
+        let ids: Vec<(&str, &str)> = events.iter().map(|e| (e.id.as_str(), e.job_id.as_str())).collect();
+        assert_eq!(ids, [("1-0:0", "a"), ("1-0:1", "b"), ("1-0:2", "c"), ("1-0:3", "d"), ("1-0:4", "e")]);
+        assert_eq!(events[2].status, JobStatus::Running);
+        assert_eq!((events[2].tenant.as_str(), events[2].attempt), ("acme", 1));
+        assert_eq!((events[4].status, events[4].error.as_deref()), (JobStatus::Retrying, Some("boom")));
+        // An id alone with nothing before it has nothing to repeat.
+        assert!(parse_entry("1-0", "x").is_empty());
+    }
+
+    #[test]
+    fn entry_body_writes_an_id_alone_for_a_repeated_line_and_parses_back() {
+        let rest = |status: &str| format!("acme\tnoop\tdefault\t{status}\t0\t1700000000000\t");
+        let body = entry_body([("a", rest("queued")), ("b", rest("queued")), ("c", rest("scheduled"))]);
+        assert_eq!(body, format!("a\t{}\nb\nc\t{}", rest("queued"), rest("scheduled")));
+        let statuses: Vec<JobStatus> = parse_entry("1-0", &body).into_iter().map(|e| e.status).collect();
+        assert_eq!(statuses, [JobStatus::Queued, JobStatus::Queued, JobStatus::Scheduled]);
     }
 
     #[test]

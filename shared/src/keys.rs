@@ -76,7 +76,8 @@ impl Keys {
 
     /// HASH — ids running on `queue` → lease expiry in ms. A worker renews the
     /// leases of its jobs; the reaper takes back any whose lease ran out. It holds
-    /// only the jobs in flight, so the reaper scans it whole.
+    /// only the jobs in flight, so the reaper scans it whole. Plus one field,
+    /// [`RUNNING_PIN`], that keeps it a hash table (see `scripts/lib.lua`).
     pub fn running(&self, queue: &str) -> String {
         format!("{}:q:{queue}:running", self.tag)
     }
@@ -161,6 +162,10 @@ impl Keys {
         format!("{}:migrations:lock", self.tag)
     }
 }
+
+/// The field of a `running` hash that is not a lease: its long value keeps
+/// Redis from storing the hash as a listpack, and never expires.
+pub const RUNNING_PIN: &str = "~";
 
 #[cfg(test)]
 mod tests {

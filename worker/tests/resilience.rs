@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,14 @@ async fn a_job_whose_worker_is_killed_completes_on_another_worker_with_attempts_
     let history = system.history(&id).await;
     assert_eq!(statuses(&history), ["queued", "running", "queued", "running", "succeeded"]);
     assert!(history[2]["error"].as_str().unwrap().contains("lease expired"));
+
+    // The leases hash is a hash table, and what the reaper left in it is its pin.
+    let running = shared::keys::Keys::new(&system.prefix).running("default");
+    let mut conn = system.redis_conn().await;
+    let encoding: String = redis::cmd("OBJECT").arg("ENCODING").arg(&running).query_async(&mut conn).await.unwrap();
+    assert_eq!(encoding, "hashtable");
+    let leases: HashMap<String, String> = redis::cmd("HGETALL").arg(&running).query_async(&mut conn).await.unwrap();
+    assert_eq!(leases.keys().collect::<Vec<_>>(), [shared::keys::RUNNING_PIN], "{leases:?}");
 }
 
 #[tokio::test]

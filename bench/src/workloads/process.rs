@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use redis::aio::MultiplexedConnection;
+use shared::keys::RUNNING_PIN;
 use shared::model::{JobStatus, State};
 
 use super::{Params, keys, noop_queue};
@@ -53,18 +54,20 @@ pub async fn drain(ours: &Ours, redis: &BenchRedis, params: &Params, pair: usize
     Ok(Measurement::new("ours", Workload::Process, pair, params.jobs, secs, &delta, cpu))
 }
 
-/// Jobs not finished yet: ready, leased (running), waiting for a retry, or scheduled.
+/// Jobs not finished yet: ready, leased (running, but for the hash's pin),
+/// waiting for a retry, or scheduled.
 async fn outstanding(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
     let (keys, queue) = (keys(), noop_queue());
-    let counts: (u64, u64, u64, u64) = redis::pipe()
+    let (ready, running, pinned, retry, scheduled): (u64, u64, bool, u64, u64) = redis::pipe()
         .llen(keys.ready(&queue))
         .hlen(keys.running(&queue))
+        .hexists(keys.running(&queue), RUNNING_PIN)
         .zcard(keys.retry(&queue))
         .zcard(keys.scheduled(&queue))
         .query_async(conn)
         .await
         .context("cannot poll progress")?;
-    Ok(counts.0 + counts.1 + counts.2 + counts.3)
+    Ok(ready + running - u64::from(pinned) + retry + scheduled)
 }
 
 /// Jobs whose record says `succeeded` (a full scan of the state column, after the clock stops).

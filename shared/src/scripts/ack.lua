@@ -24,7 +24,7 @@ for _ = 1, tonumber(ARGV[5]) do
   local ids = {}
   for j = 0, k - 1 do ids[j + 1] = ARGV[first + 5 * j] end
   local states = hmget(tag .. ':state', ids)
-  local leaving = {}
+  local leaving, nleaving = {}, 0
   for j = 0, k - 1 do
     local b = first + 5 * j
     local id, meta, attempt, verdict, text = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -32,7 +32,8 @@ for _ = 1, tonumber(ARGV[5]) do
     if status ~= 'running' or attempts ~= attempt then
       stale = stale + 1
     else
-      leaving[#leaving + 1] = id
+      nleaving = nleaving + 1
+      leaving[nleaving] = id
       if verdict == 'ok' then
         if text ~= 'null' then
           w.result[#w.result + 1] = id
@@ -52,7 +53,7 @@ for _ = 1, tonumber(ARGV[5]) do
       end
     end
   end
-  if #leaving > 0 then chunked('HDEL', tag .. ':q:' .. queue .. ':running', leaving) end
+  if nleaving > 0 then chunked('HDEL', tag .. ':q:' .. queue .. ':running', leaving) end
 end
 
 flush(w, maxlen)

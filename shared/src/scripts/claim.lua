@@ -20,7 +20,7 @@ end
 local now = now_ms()
 local w = writer(tag, now)
 local out = {'J', 0}
-local claimed = 0
+local claimed, nout = 0, 2
 
 -- Moves due jobs of one zset to the ready list (status queued).
 local function promote(queue, zkey)
@@ -49,7 +49,7 @@ for _, queue in ipairs(queues) do
   if ids then
     local states = hmget(tag .. ':state', ids)
     local specs = hmget(tag .. ':spec', ids)
-    local leases = {}
+    local leases, nleases = {RUNNING_PIN, RUNNING_PIN_VALUE}, 2
     local expiry = tostring(now + lease)
     for i, id in ipairs(ids) do
       local status, attempts, due, cancel, _, history = parse_state(states[i])
@@ -57,15 +57,17 @@ for _, queue in ipairs(queues) do
       if status == 'queued' and specs[i] then
         local attempt = next_attempt(attempts)
         transition(w, id, spec_meta(specs[i]), status, 'running', attempt, due, cancel, 0, history)
-        leases[#leases + 1] = id
-        leases[#leases + 1] = expiry
-        out[#out + 1] = id
-        out[#out + 1] = attempt
-        out[#out + 1] = specs[i]
+        leases[nleases + 1] = id
+        leases[nleases + 2] = expiry
+        nleases = nleases + 2
+        out[nout + 1] = id
+        out[nout + 2] = attempt
+        out[nout + 3] = specs[i]
+        nout = nout + 3
         claimed = claimed + 1
       end
     end
-    if #leases > 0 then chunked('HSET', q .. ':running', leases, 2) end
+    if nleases > 2 then chunked('HSET', q .. ':running', leases, 2) end
   end
 end
 

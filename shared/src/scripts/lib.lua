@@ -11,8 +11,18 @@
 -- field, instead of also inserting into a history hash.
 -- Per tenant, a count of jobs by queue and status: `t:<tenant>:counts`, fields
 -- `queue \t status`. Each transition moves one job from one count to another.
--- Event lines: id \t tenant \t type \t queue \t status \t attempt \t at_ms \t error.
+-- Event lines: id \t tenant \t type \t queue \t status \t attempt \t at_ms \t error,
+-- or the id alone when everything after it is as on the line before (see events.rs).
 -- Error texts reach the scripts without tabs or newlines (the callers strip them).
+
+-- Leases live in a per-queue hash `running` (id -> expiry ms). Redis keeps a
+-- small hash as a listpack, where every HSET and HDEL scans it whole: with a
+-- worker's batches in flight (100+ leases) the scans cost more than the rest
+-- of a claim. One field whose value is longer than hash-max-listpack-value
+-- (64 by default) turns the hash into a hash table for as long as the key
+-- lives, and the pin keeps it alive. Its value, all nines, is an expiry that
+-- never comes, so the reaper passes over it (keys.rs: RUNNING_PIN).
+local RUNNING_PIN, RUNNING_PIN_VALUE = '~', string.rep('9', 80)
 
 -- Server time in milliseconds: one clock for every worker and API instance.
 local function now_ms()
@@ -35,10 +45,14 @@ end
 -- status, attempts, due, cancel, expires, history (nil when the job is gone).
 -- All stay strings: they are mostly copied or compared, and Lua turns strings
 -- into numbers with strtod, which would dominate the scripts' own work.
--- `history` keeps its leading newline, ready to be carried into the next value.
+-- `history` keeps its leading newline, ready to be carried into the next value;
+-- it is cut at a position capture, because matching it with `(.*)` walks the
+-- pattern engine through it character by character.
 local function parse_state(s)
   if not s then return nil end
-  return string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)(.*)$')
+  local status, attempts, due, cancel, expires, rest = string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)()')
+  if not status then return nil end
+  return status, attempts, due, cancel, expires, string.sub(s, rest)
 end
 
 -- The attempt after `attempts` (a string), converted once per distinct value.
@@ -62,10 +76,6 @@ local function spec_meta_queue(spec)
   return string.match(spec, '^([^\t]*\t[^\t]*\t([^\t]*))')
 end
 
-local function event_line(id, meta, status, attempt, at, err)
-  return id .. '\t' .. meta .. '\t' .. status .. '\t' .. attempt .. '\t' .. at .. '\t' .. (err or '')
-end
-
 -- Calls a variadic command on `key` with `items`, in chunks small enough for
 -- Lua's unpack limit, so no batch size can wedge a script. `step` keeps pairs whole.
 local function chunked(cmd, key, items, step)
@@ -77,28 +87,51 @@ end
 
 -- HMGET in chunks; returns one value (or false) per field, in order.
 local function hmget(key, fields)
+  local total = #fields
+  if total == 0 then return {} end
+  if total <= 512 then return redis.call('HMGET', key, unpack(fields)) end
   local out = {}
-  for i = 1, #fields, 512 do
-    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 511, #fields)))
-    for j = 1, #part do out[#out + 1] = part[j] end
+  for i = 1, total, 512 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 511, total)))
+    for j = 1, #part do out[i + j - 1] = part[j] end
   end
   return out
 end
 
 -- Collects the writes of one call: a transition per job, lists to push, and the
 -- event lines, so that each hash and list gets one command per call.
+-- `nstate` and `nlines` count what `state` and `lines` hold: `#t` is a binary
+-- search in Lua 5.1, which a per-job append would pay every time.
 local function writer(tag, now)
-  return { tag = tag, now = tostring(now), state = {}, result = {}, lists = {}, order = {}, lines = {}, counts = {}, buckets = {} }
+  return {
+    tag = tag, now = tostring(now), state = {}, nstate = 0, result = {}, lists = {}, order = {},
+    lines = {}, nlines = 0, counts = {}, buckets = {},
+  }
+end
+
+-- Appends one event line; a line that repeats the previous one's fields carries the id alone.
+-- Metas, statuses and attempts are interned strings, so the comparisons are pointer checks.
+local function event(w, id, meta, status, attempt, err)
+  local n = w.nlines + 1
+  w.nlines = n
+  if meta == w.last_meta and status == w.last_status and attempt == w.last_attempt and err == w.last_err then
+    w.lines[n] = id
+  else
+    w.last_meta, w.last_status, w.last_attempt, w.last_err = meta, status, attempt, err
+    w.lines[n] = id .. '\t' .. meta .. '\t' .. status .. '\t' .. attempt .. '\t' .. w.now .. '\t' .. (err or '')
+  end
 end
 
 local function push(w, key, value)
   local list = w.lists[key]
   if not list then
-    list = {}
+    list = { n = 0 }
     w.lists[key] = list
     w.order[#w.order + 1] = key
   end
-  list[#list + 1] = value
+  local n = list.n + 1
+  list[n] = value
+  list.n = n
 end
 
 -- Adds `delta` to the count of `meta`'s tenant and queue in `status`. Metas of
@@ -120,11 +153,12 @@ local function transition(w, id, meta, from, status, attempts, due, cancel, expi
   count(w, meta, from, -1)
   count(w, meta, status, 1)
   local a = str(attempts)
-  local st = w.state
-  st[#st + 1] = id
-  st[#st + 1] = status .. '\t' .. a .. '\t' .. due .. '\t' .. cancel .. '\t' .. expires .. history ..
+  local st, n = w.state, w.nstate
+  st[n + 1] = id
+  st[n + 2] = status .. '\t' .. a .. '\t' .. due .. '\t' .. cancel .. '\t' .. expires .. history ..
     '\n' .. status .. '\t' .. a .. '\t' .. w.now .. '\t' .. (err or '')
-  w.lines[#w.lines + 1] = event_line(id, meta, status, a, w.now, err)
+  w.nstate = n + 2
+  event(w, id, meta, status, a, err)
   if expires ~= 0 then
     -- Deleted by REAP once its retention ends (one-second buckets). A call's jobs
     -- mostly share one expiry: its bucket is worked out once.
@@ -174,4 +208,5 @@ local function flush(w, maxlen)
   end
   emit(tag, maxlen, table.concat(w.lines, '\n'))
   w.state, w.result, w.lists, w.order, w.lines, w.counts, w.buckets, w.gc_min = {}, {}, {}, {}, {}, {}, {}, nil
+  w.nstate, w.nlines, w.last_meta = 0, 0, nil
 end

@@ -3,6 +3,7 @@
 
 use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, RateLimit, string_at};
 use crate::error::{StoreError, StoreResult};
+use crate::events::entry_body;
 use crate::model::JobStatus;
 use crate::scripts;
 
@@ -31,13 +32,12 @@ impl JobStore {
         call.arg(self.config.idempotency_ttl.as_secs().max(1)).arg(ids.join(","));
         let due = |job: &NewJob| job.run_at_ms.max(now);
         let status = |job: &NewJob| if job.run_at_ms > now { JobStatus::Scheduled } else { JobStatus::Queued };
-        let events: Vec<String> = jobs
-            .iter()
-            .map(|job| format!("{}\t{}\t{}\t{}\t{}\t0\t{now}\t", job.id, job.tenant, job.kind, job.queue, status(job)))
-            .collect();
+        let events = entry_body(jobs.iter().map(|job| {
+            (job.id.as_str(), format!("{}\t{}\t{}\t{}\t0\t{now}\t", job.tenant, job.kind, job.queue, status(job)))
+        }));
         let tenant = jobs.first().map_or("default", |job| job.tenant.as_str());
         debug_assert!(jobs.iter().all(|job| job.tenant == tenant), "one tenant per enqueue");
-        call.arg(events.join("\n")).arg(tenant).arg(now).arg(jobs.len());
+        call.arg(events).arg(tenant).arg(now).arg(jobs.len());
         let limit = limit.filter(|limit| limit.per_sec > 0);
         call.arg(limit.map_or(0, |l| l.per_sec)).arg(limit.map_or(0, |l| l.burst));
         // Jobs go in queue order (stable, so each queue keeps submission order), making

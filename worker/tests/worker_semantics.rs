@@ -190,6 +190,27 @@ async fn an_idle_worker_starts_a_new_job_within_50_ms() {
 }
 
 #[tokio::test]
+async fn an_idle_worker_claims_once_per_job_it_is_woken_for() {
+    let system = System::start().await;
+    let worker = system.spawn_worker();
+    let warmup = system.submit(json!({"type": "noop"})).await;
+    system.wait_for_status(&warmup, "succeeded", Duration::from_secs(10)).await;
+
+    // Every claim pops the ready list once. A claim that drains the queue says
+    // where to wait, so the worker waits next instead of claiming nothing.
+    let before = system.command_calls().await.get("lpop").copied().unwrap_or(0);
+    let jobs = 20;
+    for _ in 0..jobs {
+        let id = system.submit(json!({"type": "noop"})).await;
+        system.wait_for_status(&id, "succeeded", Duration::from_secs(10)).await;
+    }
+    let claims = system.command_calls().await.get("lpop").copied().unwrap_or(0) - before;
+    // A few more for the idle wait's one-second timeouts.
+    assert!((jobs..=jobs + 4).contains(&claims), "{claims} claims for {jobs} jobs");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn succeeded_records_expire_and_failed_ones_are_kept_longer() {
     let system = System::start_with(|c| {
         c.retention.succeeded_ttl_secs = 1;

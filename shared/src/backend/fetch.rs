@@ -54,50 +54,50 @@ pub(super) struct Batch {
     pub(super) jobs: Vec<ClaimedJob>,
     /// The claim took as many jobs as it asked for: more are probably ready.
     pub(super) full: bool,
+    /// The claim drained the queues: where the next fetch waits from.
+    pub(super) wait: Option<Wait>,
 }
 
-enum Claim {
-    Jobs(Vec<ClaimedJob>),
-    /// Nothing ready: wait on the wake stream after `wake_id`, at most `due_in`.
-    Empty {
-        wake_id: String,
-        due_in: Option<Duration>,
-    },
+impl Batch {
+    /// What a stopping fetch returns.
+    fn stopped() -> Self {
+        Self { jobs: Vec::new(), full: false, wait: None }
+    }
+}
+
+/// Where to wait for work: on the wake stream after `wake_id`, at most until
+/// the next scheduled or retrying job is due (`due_in`).
+pub(super) struct Wait {
+    wake_id: String,
+    due_in: Option<Duration>,
+}
+
+/// A claim's reply: the jobs it took, and where to wait if it took fewer than asked.
+struct Claim {
+    jobs: Vec<ClaimedJob>,
+    wait: Option<Wait>,
 }
 
 /// Claims the next batch, waiting as long as it takes: as many jobs as there are
-/// free slots at the moment of each claim, at most `claim_batch`. Returns empty
-/// only when the backend is stopping. Redis errors are retried here, never surfaced.
+/// free slots at the moment of each claim, at most `claim_batch`. `wait`, from
+/// a claim that drained the queues, makes the first step a wait instead of a
+/// claim that would find nothing. Returns empty only when the backend is
+/// stopping. Redis errors are retried here, never surfaced.
 ///
 /// `ahead`: a whole `claim_batch` for the slots the running jobs will free,
 /// or nothing at once when nothing is ready (a claim ahead never waits).
-pub(super) async fn next_batch(inner: Arc<Inner>, ahead: bool) -> Batch {
+pub(super) async fn next_batch(inner: Arc<Inner>, ahead: bool, mut wait: Option<Wait>) -> Batch {
     let mut stop = inner.stop.subscribe();
     let mut error_delay = Duration::from_millis(100);
     loop {
         if *stop.borrow_and_update() {
-            return Batch { jobs: Vec::new(), full: false };
+            return Batch::stopped();
         }
-        let free = inner.settings.concurrency.saturating_sub(inner.running.load(Ordering::Relaxed));
-        let limit = if ahead { inner.settings.claim_batch } else { free.clamp(1, inner.settings.claim_batch) };
-        match claim(&inner, limit).await {
-            Ok(Claim::Jobs(jobs)) => {
-                metrics::counter!("jobs_claimed_total").increment(jobs.len() as u64);
-                if ahead {
-                    metrics::counter!("jobs_claimed_ahead_total").increment(jobs.len() as u64);
-                }
-                hold(&inner, &jobs);
-                return Batch { full: jobs.len() == limit, jobs };
-            }
-            Ok(Claim::Empty { .. }) if ahead => return Batch { jobs: Vec::new(), full: false },
-            Ok(Claim::Empty { wake_id, due_in }) => {
-                error_delay = Duration::from_millis(100);
-                let wait = due_in.map_or(MAX_IDLE_WAIT, |d| d.min(MAX_IDLE_WAIT));
-                if wait.is_zero() {
-                    continue;
-                }
+        if let Some(Wait { wake_id, due_in }) = wait.take() {
+            let wait = due_in.map_or(MAX_IDLE_WAIT, |d| d.min(MAX_IDLE_WAIT));
+            if !wait.is_zero() {
                 tokio::select! {
-                    _ = stop.changed() => return Batch { jobs: Vec::new(), full: false },
+                    _ = stop.changed() => return Batch::stopped(),
                     woken = wait_for_wake(&inner, &wake_id, wait) => {
                         if let Err(err) = woken {
                             tracing::warn!(error = %err, "idle wait failed");
@@ -106,11 +106,29 @@ pub(super) async fn next_batch(inner: Arc<Inner>, ahead: bool) -> Batch {
                     }
                 }
             }
+        }
+        let free = inner.settings.concurrency.saturating_sub(inner.running.load(Ordering::Relaxed));
+        let limit = if ahead { inner.settings.claim_batch } else { free.clamp(1, inner.settings.claim_batch) };
+        match claim(&inner, limit).await {
+            Ok(claim) if claim.jobs.is_empty() && !ahead => {
+                error_delay = Duration::from_millis(100);
+                wait = claim.wait;
+            }
+            Ok(Claim { jobs, wait }) => {
+                if !jobs.is_empty() {
+                    metrics::counter!("jobs_claimed_total").increment(jobs.len() as u64);
+                    if ahead {
+                        metrics::counter!("jobs_claimed_ahead_total").increment(jobs.len() as u64);
+                    }
+                }
+                hold(&inner, &jobs);
+                return Batch { full: jobs.len() == limit, jobs, wait };
+            }
             Err(err) => {
                 metrics::counter!("redis_errors_total", "op" => "claim").increment(1);
                 tracing::warn!(error = %err, retry_in_ms = error_delay.as_millis() as u64, "claim failed; retrying");
                 tokio::select! {
-                    _ = stop.changed() => return Batch { jobs: Vec::new(), full: false },
+                    _ = stop.changed() => return Batch::stopped(),
                     _ = tokio::time::sleep(error_delay) => {}
                 }
                 error_delay = (error_delay * 2).min(Duration::from_secs(5));
@@ -157,14 +175,12 @@ fn number(value: &Value) -> Result<u64, StoreError> {
 }
 
 fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
-    let tag = reply.first().map(text).transpose()?.unwrap_or_default();
-    if tag == "E" {
-        let wake_id = reply.get(1).map(text).transpose()?.unwrap_or_else(|| "0-0".into());
-        let due: i64 = reply.get(2).and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok()).unwrap_or(-1);
-        let due_in = (due >= 0).then(|| Duration::from_millis(due as u64));
-        return Ok(Claim::Empty { wake_id, due_in });
-    }
-    let fields = reply.get(2..).unwrap_or_default();
+    let claimed = reply.first().map(number).transpose()?.unwrap_or_default();
+    let wake_id = reply.get(1).map(text).transpose()?.unwrap_or_default();
+    let due: i64 = reply.get(2).and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok()).unwrap_or(-1);
+    let wait =
+        (!wake_id.is_empty()).then(|| Wait { wake_id, due_in: (due >= 0).then(|| Duration::from_millis(due as u64)) });
+    let fields = reply.get(3..).unwrap_or_default();
     let mut jobs = Vec::with_capacity(fields.len() / 3);
     for f in fields.chunks_exact(3) {
         let id = text(&f[0])?;
@@ -187,17 +203,10 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
             id,
         });
     }
-    Ok(Claim::Jobs(jobs))
-}
-
-impl Claim {
-    #[cfg(test)]
-    fn jobs(self) -> Vec<ClaimedJob> {
-        match self {
-            Self::Jobs(jobs) => jobs,
-            Self::Empty { .. } => Vec::new(),
-        }
+    if jobs.len() as u64 != claimed {
+        return Err(StoreError::Corrupt(format!("claim reply: {claimed} jobs announced, {} sent", jobs.len())));
     }
+    Ok(Claim { jobs, wait })
 }
 
 /// Records the leases of freshly claimed jobs, so heartbeats renew them.
@@ -242,28 +251,49 @@ mod tests {
 
     #[test]
     fn an_empty_claim_carries_the_wake_id_and_next_due_time() {
-        let mut reply = bulk(&["E", "5-0"]);
+        let mut reply = vec![Value::Int(0)];
+        reply.extend(bulk(&["5-0"]));
         reply.push(Value::Int(250));
-        match parse_claim(&reply).unwrap() {
-            Claim::Empty { wake_id, due_in } => {
-                assert_eq!(wake_id, "5-0");
-                assert_eq!(due_in, Some(Duration::from_millis(250)));
-            }
-            Claim::Jobs(_) => panic!("expected an empty claim"),
-        }
+        let claim = parse_claim(&reply).unwrap();
+        assert!(claim.jobs.is_empty());
+        let wait = claim.wait.expect("a drained claim says where to wait");
+        assert_eq!(wait.wake_id, "5-0");
+        assert_eq!(wait.due_in, Some(Duration::from_millis(250)));
+    }
+
+    fn one_job_reply(wake_id: &str) -> Vec<Value> {
+        let mut reply = vec![Value::Int(1)];
+        reply.extend(bulk(&[wake_id]));
+        reply.push(Value::Int(-1));
+        reply.extend(bulk(&["id1"]));
+        reply.push(Value::Int(5));
+        reply.extend(bulk(&["acme\tnoop\tdefault\t7\t1000\t10\t100\t1700000000000\t{}"]));
+        reply
     }
 
     #[test]
     fn a_claim_decodes_id_attempt_and_spec_per_job() {
-        let mut reply = bulk(&["J"]);
-        reply.push(Value::Int(1));
-        reply.extend(bulk(&["id1"]));
-        reply.push(Value::Int(5));
-        reply.extend(bulk(&["acme\tnoop\tdefault\t7\t1000\t10\t100\t1700000000000\t{}"]));
-        let jobs = parse_claim(&reply).unwrap().jobs();
+        let claim = parse_claim(&one_job_reply("")).unwrap();
+        assert!(claim.wait.is_none(), "a full claim has no wait");
+        let jobs = claim.jobs;
         assert_eq!(jobs.len(), 1);
         assert_eq!((jobs[0].attempt, jobs[0].max_attempts), (5, 7));
         assert_eq!(jobs[0].timeout, Duration::from_secs(1));
         assert_eq!(jobs[0].meta, "acme\tnoop\tdefault");
+    }
+
+    #[test]
+    fn a_claim_short_of_its_limit_also_says_where_to_wait() {
+        let claim = parse_claim(&one_job_reply("7-1")).unwrap();
+        assert_eq!(claim.jobs.len(), 1);
+        let wait = claim.wait.expect("a drained claim says where to wait");
+        assert_eq!((wait.wake_id.as_str(), wait.due_in), ("7-1", None));
+    }
+
+    #[test]
+    fn a_reply_whose_count_disagrees_with_its_jobs_is_corrupt() {
+        let mut reply = one_job_reply("");
+        reply[0] = Value::Int(2);
+        assert!(matches!(parse_claim(&reply), Err(StoreError::Corrupt(_))));
     }
 }

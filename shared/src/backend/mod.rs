@@ -247,6 +247,8 @@ pub struct RedisBackend {
     fetches: FuturesUnordered<BoxFuture<'static, fetch::Batch>>,
     /// The last claim was full: the queue probably holds more.
     backlog: bool,
+    /// The last claim drained the queues: the next fetch starts by waiting here.
+    wait: Option<fetch::Wait>,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
     ack_rx: Option<mpsc::UnboundedReceiver<AckMsg>>,
     closing: Option<BoxFuture<'static, ()>>,
@@ -277,6 +279,7 @@ impl RedisBackend {
             buffer: VecDeque::new(),
             fetches: FuturesUnordered::new(),
             backlog: false,
+            wait: None,
             ack_tx,
             ack_rx: Some(ack_rx),
             closing: None,
@@ -295,7 +298,7 @@ impl RedisBackend {
             return;
         }
         while self.fetches.len() < CLAIMS_AHEAD && self.buffer.len() < self.inner.settings.claim_batch {
-            self.fetches.push(Box::pin(fetch::next_batch(self.inner.clone(), true)));
+            self.fetches.push(Box::pin(fetch::next_batch(self.inner.clone(), true, None)));
         }
         // Sends the new claims; a reply that is already here lands in the buffer.
         while let Poll::Ready(Some(batch)) = self.fetches.poll_next_unpin(cx) {
@@ -306,6 +309,7 @@ impl RedisBackend {
     /// Moves a claimed batch into the buffer.
     fn take(&mut self, batch: fetch::Batch) {
         self.backlog = batch.full;
+        self.wait = batch.wait;
         self.buffer.extend(batch.jobs);
     }
 }
@@ -343,7 +347,7 @@ impl Backend for RedisBackend {
                 return Poll::Pending;
             }
             if self.fetches.is_empty() {
-                self.fetches.push(Box::pin(fetch::next_batch(self.inner.clone(), false)));
+                self.fetches.push(Box::pin(fetch::next_batch(self.inner.clone(), false, self.wait.take())));
             }
             match self.fetches.poll_next_unpin(cx) {
                 Poll::Ready(Some(batch)) => {

@@ -5,8 +5,11 @@
 -- ARGV[5]  turn: a counter the worker advances each claim
 -- ARGV[6..] queue names, in priority order (none = every known queue, taken in
 --          turn from a rotating start so that no queue starves another)
--- Returns {'J', n, <3 fields per job: id attempt spec>…}
---      or {'E', last_wake_id, ms_until_next_due (-1 = nothing scheduled)}
+-- Returns {n, wake_id, ms_until_next_due, <3 fields per job: id attempt spec>…}.
+-- A claim short of its limit found every queue drained: it also says where to
+-- wait from (the wake stream's last id, and when the next scheduled or retrying
+-- job is due, -1 = none), so that the worker's next step is that wait rather
+-- than a claim that would find nothing. A full claim returns wake_id ''.
 local tag, lease, limit, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
@@ -19,8 +22,8 @@ end
 
 local now = now_ms()
 local w = writer(tag, now)
-local out = {'J', 0}
-local claimed, nout = 0, 2
+local out = {0, '', -1}
+local claimed, nout = 0, 3
 
 -- Moves due jobs of one zset to the ready list (status queued).
 local function promote(queue, zkey)
@@ -72,22 +75,19 @@ for _, queue in ipairs(queues) do
 end
 
 flush(w, maxlen)
-if claimed > 0 then
-  out[2] = claimed
-  return out
-end
+out[1] = claimed
+if claimed == limit then return out end
 
 local last = redis.call('XREVRANGE', tag .. ':wake', '+', '-', 'COUNT', 1)
-local last_id = '0-0'
-if #last > 0 then last_id = last[1][1] end
-local next_due = -1
+out[2] = '0-0'
+if #last > 0 then out[2] = last[1][1] end
 for _, queue in ipairs(queues) do
   for _, z in ipairs({':scheduled', ':retry'}) do
     local first = redis.call('ZRANGE', tag .. ':q:' .. queue .. z, 0, 0, 'WITHSCORES')
     if #first > 0 then
       local wait = math.max(0, tonumber(first[2]) - now)
-      if next_due < 0 or wait < next_due then next_due = wait end
+      if out[3] < 0 or wait < out[3] then out[3] = wait end
     end
   end
 end
-return {'E', last_id, next_due}
+return out

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shared::model::{JobStatus, State};
 use support::{System, eventually};
 
 fn statuses(history: &[Value]) -> Vec<String> {
@@ -220,6 +221,64 @@ async fn an_api_started_while_redis_is_down_answers_503_then_serves_once_it_is_u
     let worker = system.spawn_worker();
     system.wait_for_status(&id, "succeeded", Duration::from_secs(15)).await;
     worker.shutdown().await.unwrap();
+}
+
+/// Attempts of every job record, read straight from the state column.
+async fn attempts_by_status(system: &System) -> HashMap<(JobStatus, u32), usize> {
+    let key = shared::keys::Keys::new(&system.prefix).state();
+    let mut conn = system.redis_conn().await;
+    let mut tally = HashMap::new();
+    let mut cursor = "0".to_owned();
+    loop {
+        let (next, fields): (String, Vec<String>) =
+            redis::cmd("HSCAN").arg(&key).arg(&cursor).arg("COUNT").arg(1000).query_async(&mut conn).await.unwrap();
+        for value in fields.iter().skip(1).step_by(2) {
+            let state = State::parse(value.lines().next().unwrap()).expect("a state header");
+            *tally.entry((state.status, state.attempts)).or_default() += 1;
+        }
+        if next == "0" {
+            return tally;
+        }
+        cursor = next;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_while_claiming_ahead_hands_back_every_unstarted_job() {
+    let system = System::start().await;
+    let total = 20_000;
+    for _ in 0..total / 1000 {
+        let (status, _, _) =
+            system.post("/v1/jobs/batch", &json!({"jobs": vec![json!({"type": "noop"}); 1000]}), &[]).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let addr = format!("127.0.0.1:{}", shared::testkit::free_port());
+    let mut worker = system.spawn_worker_process(&[("METRICS_ADDR", &addr), ("CONCURRENCY", "50")]);
+    eventually(Duration::from_secs(20), "the worker claiming ahead", || async {
+        let page = system.http.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;
+        page.lines().any(|line| line.starts_with("jobs_claimed_ahead_total")).then_some(())
+    })
+    .await;
+    let exit = worker.terminate(Duration::from_secs(10)).expect("worker exits within its grace period");
+    assert!(exit.success(), "exit status {exit:?}");
+
+    // Every job either ran once or is back in the queue with no attempt used.
+    let tally = attempts_by_status(&system).await;
+    let succeeded = tally.get(&(JobStatus::Succeeded, 1)).copied().unwrap_or(0);
+    let queued = tally.get(&(JobStatus::Queued, 0)).copied().unwrap_or(0);
+    assert_eq!(succeeded + queued, total, "{tally:?}");
+    assert!(queued > 0, "the worker was stopped before the queue drained: {tally:?}");
+    let running = shared::keys::Keys::new(&system.prefix).running("default");
+    let leases: HashMap<String, String> =
+        redis::cmd("HGETALL").arg(&running).query_async(&mut system.redis_conn().await).await.unwrap();
+    assert_eq!(leases.len(), 1, "only the pin is left: {leases:?}");
+
+    let _next = system.spawn_worker_process(&[]);
+    eventually(Duration::from_secs(60), "every job succeeded once", || async {
+        let tally = attempts_by_status(&system).await;
+        (tally.get(&(JobStatus::Succeeded, 1)) == Some(&total)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

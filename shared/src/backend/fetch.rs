@@ -15,8 +15,8 @@ use crate::scripts;
 /// Longest idle wait before claiming again (which also promotes due jobs).
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Jobs that take at most this long on average are claimed one batch ahead
-/// (see [`JobTime::short`]).
+/// Jobs that take at most this long on average are claimed ahead, while the
+/// queue has a backlog (see [`JobTime::short`]).
 const CLAIM_AHEAD_MAX_JOB_TIME: Duration = Duration::from_millis(2);
 
 /// A running average of how long this worker's jobs take, kept by the ack

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_tenant_counts",
         source: include_str!("../../migrations/0002_tenant_counts.lua"),
     },
+    Migration {
+        version: 3,
+        name: "0003_short_event_lines",
+        source: include_str!("../../migrations/0003_short_event_lines.lua"),
+    },
 ];
 
 /// The schema version this binary expects.

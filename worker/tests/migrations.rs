@@ -196,3 +196,31 @@ async fn the_tenant_counts_migration_rebuilds_the_counts_from_the_records() {
     let parked = kept["queues"].as_array().unwrap().iter().find(|q| q["name"] == "parked").unwrap().clone();
     assert_eq!(parked["queued"], 1, "{kept}");
 }
+
+/// 0003 pins the leases hash of every queue a deployment of schema 2 has, so
+/// its leases live in a hash table from the first claim on.
+#[tokio::test]
+async fn the_short_event_lines_migration_pins_every_leases_hash() {
+    let system = support::System::start().await;
+    for queue in ["default", "reports"] {
+        system.submit(serde_json::json!({"type": "noop", "queue": queue})).await;
+    }
+    let keys = Keys::new(&system.prefix);
+    let mut conn = system.redis_conn().await;
+    // Back to schema 2: no pins, 0003 not applied.
+    for queue in ["default", "reports"] {
+        let () = conn.del(keys.running(queue)).await.unwrap();
+    }
+    let () = conn.hdel(keys.migrations(), "0003_short_event_lines").await.unwrap();
+    let () = conn.set(keys.schema_version(), 2).await.unwrap();
+
+    assert_eq!(migrate::run(&mut conn, &keys).await.unwrap(), ["0003_short_event_lines"]);
+    assert_eq!(migrate::current(&mut conn, &keys).await.unwrap(), 3);
+    for queue in ["default", "reports"] {
+        let pin: Option<String> = conn.hget(keys.running(queue), shared::keys::RUNNING_PIN).await.unwrap();
+        assert_eq!(pin.as_deref().map(str::len), Some(80), "{queue}");
+        let encoding: String =
+            redis::cmd("OBJECT").arg("ENCODING").arg(keys.running(queue)).query_async(&mut conn).await.unwrap();
+        assert_eq!(encoding, "hashtable", "{queue}");
+    }
+}

@@ -33,18 +33,14 @@ pub struct JobEvent {
 
 /// Splits one stream entry (`e` field) into its events.
 pub fn parse_entry(entry_id: &str, body: &str) -> Vec<JobEvent> {
-    let mut previous: Option<JobEvent> = None;
-    let mut events = Vec::new();
+    let mut events: Vec<JobEvent> = Vec::new();
     for (index, line) in body.lines().enumerate() {
         let id = format!("{entry_id}:{index}");
         let event = match line.split_once('\t') {
             Some((job_id, rest)) => parse_fields(id, job_id, rest),
-            None => previous.take().map(|like| JobEvent { id, job_id: line.to_owned(), ..like }),
+            None => events.last().map(|like| JobEvent { id, job_id: line.to_owned(), ..like.clone() }),
         };
-        if let Some(event) = event {
-            events.push(event.clone());
-            previous = Some(event);
-        }
+        events.extend(event);
     }
     events
 }

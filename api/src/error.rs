@@ -59,9 +59,13 @@ pub enum ApiError {
     /// 429 — the tenant's submission rate limit; retry after this many seconds.
     #[error("too many jobs submitted; retry in {0} s")]
     RateLimited(u64),
-    /// 503 — Redis is unreachable; nothing was written. Safe to retry.
+    /// 503 — Redis is unreachable or refused the call; nothing was written. Safe to retry.
     #[error("storage is unavailable; nothing was stored, retry shortly")]
     Unavailable,
+    /// 503 — a write reached Redis but its reply did not come back: it may or may
+    /// not have taken effect. The text says how to retry safely.
+    #[error("storage stopped answering after the request reached it, so it may or may not have taken effect; {0}")]
+    OutcomeUnknown(&'static str),
     /// 500 — anything else; details are logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -82,7 +86,7 @@ pub struct Problem<'a> {
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
     /// `unknown_type`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
     /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`, `upgrade_required`,
-    /// `rate_limited`, `unavailable` or `internal`.
+    /// `rate_limited`, `unavailable`, `outcome_unknown` or `internal`.
     code: &'static str,
     /// For people; may change wording.
     message: String,
@@ -108,7 +112,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,6 +135,7 @@ impl ApiError {
             Self::UpgradeRequired => "upgrade_required",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Internal(_) => "internal",
         }
     }
@@ -170,7 +175,7 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self {
-            Self::Unavailable => {
+            Self::Unavailable | Self::OutcomeUnknown(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited(seconds) => {
@@ -185,6 +190,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What to tell a client whose submission's fate is unknown.
+pub const RETRY_SUBMISSION: &str = "retrying with the same Idempotency-Key is safe (it answers with the job if it was \
+     stored); retrying without one may create a duplicate";
+
+/// What to tell a client whose cancel or retry's fate is unknown.
+pub const RETRY_CHANGE: &str = "read the job to see, then retry if it is needed";
+
+/// For reads: a lost reply changed nothing.
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         if err.is_unavailable() {
@@ -192,6 +205,18 @@ impl From<StoreError> for ApiError {
             Self::Unavailable
         } else {
             Self::Internal(err.to_string())
+        }
+    }
+}
+
+impl ApiError {
+    /// For writes: a lost reply is an unknown outcome, with `advice` on retrying.
+    pub fn from_write(err: StoreError, advice: &'static str) -> Self {
+        if err.is_outcome_unknown() {
+            tracing::warn!(error = %err, "redis reply lost after a write was sent");
+            Self::OutcomeUnknown(advice)
+        } else {
+            Self::from(err)
         }
     }
 }

@@ -102,8 +102,10 @@ pub struct BatchAccepted {
 #[derive(ToSchema)]
 pub struct JobEvents {
     pub job_id: String,
-    /// Oldest first.
+    /// The last 50 transitions, oldest first.
     pub events: Vec<HistoryEntry>,
+    /// Older transitions no longer kept.
+    pub dropped: u64,
 }
 
 /// `GET /v1/queues` answer.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::jobs::Registry;
-use shared::store::NewJob;
+use shared::store::{NewJob, When};
 
 use crate::error::ApiError;
 
@@ -139,18 +139,18 @@ pub fn validate(registry: &Registry, tenant: &str, request: JobRequest, at: &str
     if !valid_queue(&queue) {
         return Err(ApiError::invalid(field("queue"), "use 1-64 characters from [A-Za-z0-9._-]"));
     }
-    let run_at_ms = match (request.delay_ms, request.run_at) {
+    let when = match (request.delay_ms, request.run_at) {
         (Some(_), Some(_)) => return Err(ApiError::invalid(field("run_at"), "give delay_ms or run_at, not both")),
         (Some(delay), None) if delay > MAX_DELAY.as_millis() as u64 => {
             return Err(ApiError::invalid(field("delay_ms"), "at most one year"));
         }
-        (Some(0), None) | (None, None) => 0,
-        (Some(delay), None) => Utc::now().timestamp_millis() + delay as i64,
+        (Some(0), None) | (None, None) => When::Now,
+        (Some(delay), None) => When::After(delay),
         (None, Some(at)) => {
             if at > Utc::now() + MAX_DELAY {
                 return Err(ApiError::invalid(field("run_at"), "at most one year ahead"));
             }
-            at.timestamp_millis()
+            When::At(at.timestamp_millis())
         }
     };
     let max_attempts = request.max_attempts.unwrap_or(defaults.max_attempts);
@@ -174,7 +174,7 @@ pub fn validate(registry: &Registry, tenant: &str, request: JobRequest, at: &str
         payload: request.payload.to_string(),
         max_attempts,
         timeout_ms,
-        run_at_ms,
+        when,
         backoff_base_ms,
         backoff_cap_ms,
     })
@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn a_valid_request_takes_its_type_defaults() {
         let job = check(serde_json::json!({"type": "noop"})).unwrap();
-        assert_eq!((job.queue.as_str(), job.max_attempts, job.run_at_ms), ("default", 5, 0));
+        assert_eq!((job.queue.as_str(), job.max_attempts, job.when), ("default", 5, When::Now));
         let mail =
             check(serde_json::json!({"type": "email.send", "payload": {"to": "a@b.co", "subject": "s", "text": "t"}}))
                 .unwrap();

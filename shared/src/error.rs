@@ -3,10 +3,16 @@
 /// What went wrong talking to Redis, split the way callers must react to it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis cannot be reached, is loading, is out of memory, or did not answer in
-    /// time. Transient: the API answers 503, the worker backs off and tries again.
+    /// Redis refused the call before running it: it cannot be reached, is
+    /// loading, read-only or out of memory. Nothing was written. Transient: the
+    /// API answers 503, the worker backs off and tries again.
     #[error("redis unavailable: {0}")]
     Unavailable(redis::RedisError),
+    /// The call was sent but its reply never came (a timeout, a connection lost
+    /// after sending): it may have run, or may still run. Transient, like
+    /// `Unavailable`, but a write must not be reported as not done.
+    #[error("redis reply lost: {0}")]
+    OutcomeUnknown(redis::RedisError),
     /// Redis answered with an error the system did not expect (a script error, a wrong type).
     #[error("redis error: {0}")]
     Redis(redis::RedisError),
@@ -25,18 +31,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Redis is away or refusing work for now, whether or not the call ran.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::OutcomeUnknown(_))
+    }
+
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown(_))
     }
 }
 
 impl From<redis::RedisError> for StoreError {
+    /// Sorts an error by what it says about the call: refused before it ran (a
+    /// refused connection is one the call never went out on; a server refusal
+    /// comes before a script's first write), or sent with its fate unknown. When
+    /// in doubt, unknown: a write is never reported undone when it may be done.
     fn from(err: redis::RedisError) -> Self {
-        let transient = err.is_io_error()
-            || err.is_timeout()
-            || err.is_connection_dropped()
-            || err.is_connection_refusal()
-            || err.is_unrecoverable_error()
+        let refused = err.is_connection_refusal()
             || err.code() == Some("OOM")
             || matches!(
                 err.kind(),
@@ -45,7 +56,14 @@ impl From<redis::RedisError> for StoreError {
                     | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
                     | redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             );
-        if transient { Self::Unavailable(err) } else { Self::Redis(err) }
+        let lost = err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_unrecoverable_error();
+        if refused {
+            Self::Unavailable(err)
+        } else if lost {
+            Self::OutcomeUnknown(err)
+        } else {
+            Self::Redis(err)
+        }
     }
 }
 

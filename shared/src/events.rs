@@ -57,25 +57,6 @@ fn parse_fields(id: String, job_id: &str, rest: &str) -> Option<JobEvent> {
     Some(JobEvent { id, job_id: job_id.to_owned(), tenant, kind, queue, status, attempt, at, error })
 }
 
-/// Builds an entry's body from `(job id, the rest of its line)`: a line whose
-/// rest repeats the line before carries the job id alone.
-pub fn entry_body<'a>(events: impl IntoIterator<Item = (&'a str, String)>) -> String {
-    let mut body = String::new();
-    let mut previous: Option<String> = None;
-    for (job_id, rest) in events {
-        if !body.is_empty() {
-            body.push('\n');
-        }
-        body.push_str(job_id);
-        if previous.as_deref() != Some(rest.as_str()) {
-            body.push('\t');
-            body.push_str(&rest);
-            previous = Some(rest);
-        }
-    }
-    body
-}
-
 /// Makes free text safe to embed in an event or history line.
 pub fn one_line(text: &str) -> String {
     text.replace(['\t', '\n', '\r'], " ")
@@ -155,15 +136,6 @@ mod tests {
         assert_eq!((events[4].status, events[4].error.as_deref()), (JobStatus::Retrying, Some("boom")));
         // An id alone with nothing before it has nothing to repeat.
         assert!(parse_entry("1-0", "x").is_empty());
-    }
-
-    #[test]
-    fn entry_body_writes_an_id_alone_for_a_repeated_line_and_parses_back() {
-        let rest = |status: &str| format!("acme\tnoop\tdefault\t{status}\t0\t1700000000000\t");
-        let body = entry_body([("a", rest("queued")), ("b", rest("queued")), ("c", rest("scheduled"))]);
-        assert_eq!(body, format!("a\t{}\nb\nc\t{}", rest("queued"), rest("scheduled")));
-        let statuses: Vec<JobStatus> = parse_entry("1-0", &body).into_iter().map(|e| e.status).collect();
-        assert_eq!(statuses, [JobStatus::Queued, JobStatus::Queued, JobStatus::Scheduled]);
     }
 
     #[test]

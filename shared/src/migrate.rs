@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_short_event_lines",
         source: include_str!("../../migrations/0003_short_event_lines.lua"),
     },
+    Migration {
+        version: 4,
+        name: "0004_fencing_tokens",
+        source: include_str!("../../migrations/0004_fencing_tokens.lua"),
+    },
 ];
 
 /// The schema version this binary expects.

@@ -162,38 +162,77 @@ impl Spec {
     }
 }
 
-/// A job's mutable part: the header line of the `state` column.
+/// A job's mutable part: the header line of the `state` column (see `keys.rs`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct State {
     pub status: JobStatus,
+    /// Attempts that count against `max_attempts`.
     pub attempts: u32,
     pub due_ms: i64,
     pub cancel_requested: bool,
     /// When a finished record is deleted (0 while live).
     pub expires_ms: i64,
+    /// Claims ever made of the job: the latest claim's fencing token.
+    pub runs: u64,
+    /// The id is on its queue's ready list.
+    pub listed: bool,
+    /// The latest run's outcome would still be recorded.
+    pub open: bool,
+    /// Transitions ever recorded; the history keeps the last [`HISTORY_KEPT`].
+    pub total: u64,
 }
 
+/// Transitions a record's history keeps (the scripts' `HISTORY_KEPT`).
+pub const HISTORY_KEPT: u64 = 50;
+
 impl State {
+    /// Reads a header of schema 4, or of schema 3 (five fields), as the scripts do.
     pub fn parse(header: &str) -> Option<Self> {
         let mut f = header.split('\t');
-        Some(Self {
-            status: f.next()?.parse().ok()?,
-            attempts: f.next()?.parse().ok()?,
-            due_ms: f.next()?.parse().ok()?,
-            cancel_requested: f.next()? == "1",
-            expires_ms: f.next()?.parse().ok()?,
-        })
+        let status: JobStatus = f.next()?.parse().ok()?;
+        let attempts = f.next()?.parse().ok()?;
+        let due_ms = f.next()?.parse().ok()?;
+        let cancel_requested = f.next()? == "1";
+        let expires_ms = f.next()?.parse().ok()?;
+        let mut state = Self {
+            status,
+            attempts,
+            due_ms,
+            cancel_requested,
+            expires_ms,
+            runs: u64::from(attempts),
+            listed: status == JobStatus::Queued,
+            open: status == JobStatus::Running,
+            total: 0,
+        };
+        if let Some(runs) = f.next() {
+            state.runs = runs.parse().ok()?;
+            let flags = f.next()?;
+            state.listed = flags.contains('l');
+            state.open = flags.contains('o');
+            state.total = f.next()?.parse().ok()?;
+        }
+        Some(state)
     }
+}
+
+/// A job's history: its last [`HISTORY_KEPT`] transitions, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    pub entries: Vec<HistoryEntry>,
+    /// Older transitions no longer kept.
+    pub dropped: u64,
 }
 
 impl JobRecord {
     /// Builds a record from its columns; `None` when the record is damaged.
     /// Start, finish and last error come from the history in the state value.
-    pub fn from_columns(id: &str, spec: &str, state: &str, result: Option<&str>) -> Option<(Self, Vec<HistoryEntry>)> {
+    pub fn from_columns(id: &str, spec: &str, state: &str, result: Option<&str>) -> Option<(Self, History)> {
         let spec = Spec::parse(spec)?;
         let mut lines = state.split('\n');
         let state = State::parse(lines.next()?)?;
         let history: Vec<HistoryEntry> = lines.filter_map(parse_history).collect();
+        let dropped = state.total.saturating_sub(history.len() as u64);
         let started_at = history.iter().rev().find(|e| e.status == JobStatus::Running).map(|e| e.at);
         let finished_at = history.last().filter(|e| e.status.is_terminal() && state.status.is_terminal()).map(|e| e.at);
         let last_error = history.iter().rev().find_map(|e| e.error.clone());
@@ -215,7 +254,7 @@ impl JobRecord {
             timeout_ms: spec.timeout_ms,
             cancel_requested: state.cancel_requested,
         };
-        Some((record, history))
+        Some((record, History { entries: history, dropped }))
     }
 }
 
@@ -234,7 +273,7 @@ mod tests {
     #[test]
     fn a_record_is_assembled_from_its_columns() {
         let spec = "acme\tnoop\tdefault\t5\t1000\t10\t100\t1700000000000\t{\"a\":\"b\\tc\"}";
-        let state = "succeeded\t2\t1700000000019\t0\t0\n\
+        let state = "succeeded\t2\t1700000000019\t0\t0\t2\t\t6\n\
                      queued\t0\t1700000000000\t\nrunning\t1\t1700000000005\t\n\
                      retrying\t1\t1700000000009\tboom\nqueued\t1\t1700000000020\t\n\
                      running\t2\t1700000000021\t\nsucceeded\t2\t1700000000030\t";
@@ -245,8 +284,26 @@ mod tests {
         assert_eq!(record.finished_at, Some(from_millis(1700000000030)));
         assert_eq!(record.last_error.as_deref(), Some("boom"));
         assert_eq!(record.result, Some(serde_json::json!(42)));
-        assert_eq!(history.len(), 6);
+        assert_eq!((history.entries.len(), history.dropped), (6, 0));
         assert!(JobRecord::from_columns("j1", "garbage", "queued\t0\t0\t0\t0", None).is_none());
+    }
+
+    #[test]
+    fn headers_of_schema_4_and_schema_3_both_parse() {
+        let now = State::parse("running\t2\t5\t1\t0\t7\to\t60").unwrap();
+        assert_eq!((now.attempts, now.runs, now.open, now.listed, now.total), (2, 7, true, false, 60));
+        assert!(now.cancel_requested);
+        let old = State::parse("queued\t3\t5\t0\t0").unwrap();
+        assert_eq!((old.runs, old.listed, old.open), (3, true, false), "a schema-3 run is its attempts");
+        assert!(State::parse("queued\t3\t5\t0\t0\t3\tl").is_none(), "a cut-off header is damaged");
+    }
+
+    #[test]
+    fn a_trimmed_history_says_how_much_it_dropped() {
+        let spec = "acme\tnoop\tdefault\t5\t1000\t10\t100\t1700000000000\t{}";
+        let state = "queued\t0\t1\t0\t0\t0\tl\t81\nqueued\t0\t1700000000001\t";
+        let (_, history) = JobRecord::from_columns("j1", spec, state, None).unwrap();
+        assert_eq!((history.entries.len(), history.dropped), (1, 80));
     }
 
     #[test]

@@ -150,5 +150,6 @@ fn build_app(config: &WorkerConfig) -> anyhow::Result<Arc<App>> {
     Ok(Arc::new(App {
         registry: Registry::standard(config.demo.demo_jobs),
         services: Arc::new(Services { mailer: Some(mailer) }),
+        lost_lease_grace: config.lease(),
     }))
 }

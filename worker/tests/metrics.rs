@@ -5,12 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{System, eventually};
-
-/// The value of one sample line (`name{labels} value`) in a Prometheus text page.
-fn sample(page: &str, name_and_labels: &str) -> Option<f64> {
-    page.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-}
+use support::{System, eventually, sample};
 
 #[tokio::test]
 async fn a_worker_counts_attempts_by_outcome_and_times_jobs() {

@@ -132,8 +132,9 @@ async fn redis_killed_mid_run_gives_503s_then_recovers_and_loses_no_accepted_job
                         accepted.lock().unwrap().push(body["id"].as_str().unwrap().to_owned());
                     }
                     Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                        // Refused, or (a request in flight as Redis died) its fate unknown.
                         let body: Value = r.json().await.unwrap();
-                        assert_eq!(body["code"], "unavailable");
+                        assert!(["unavailable", "outcome_unknown"].contains(&body["code"].as_str().unwrap()), "{body}");
                         *refused.lock().unwrap() += 1;
                     }
                     Ok(r) => unexpected.lock().unwrap().push(r.status().as_u16()),
@@ -180,7 +181,8 @@ async fn a_hung_redis_gives_a_prompt_503_and_service_resumes_when_it_wakes() {
     let (status, body, _) = system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await;
     let waited = started.elapsed();
     assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
-    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")));
+    // The script was sent: Redis runs it once it wakes, so its fate was unknown.
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("outcome_unknown")));
     assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
 
     let after = eventually(Duration::from_secs(15), "the API accepting jobs again", || async {

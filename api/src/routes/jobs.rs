@@ -13,7 +13,7 @@ use shared::store::{CancelOutcome, EnqueueOutcome, IdempotencyClaim, JobPage, Li
 
 use crate::AppState;
 use crate::auth::{Principal, Scope};
-use crate::error::{ApiError, PROBLEM_JSON as PROBLEM, Problem};
+use crate::error::{ApiError, PROBLEM_JSON as PROBLEM, Problem, RETRY_CHANGE, RETRY_SUBMISSION};
 use crate::openapi::{BatchAccepted, JobEvents};
 use crate::submit::{self, BatchRequest, IdempotencyKeyHeader, JobRequest, MAX_BATCH};
 
@@ -53,7 +53,8 @@ pub async fn create_job(
     let request: JobRequest = submit::parse(&body)?;
     let job = submit::validate(&state.registry, tenant, request, "")?;
     let claim = idempotency(&headers, "jobs", &body)?;
-    match state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref(), state.rate_limit).await? {
+    let stored = state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref(), state.rate_limit).await;
+    match stored.map_err(|err| ApiError::from_write(err, RETRY_SUBMISSION))? {
         EnqueueOutcome::Created { at_ms } => {
             count_enqueued(std::slice::from_ref(&job));
             Ok(accepted(&new_record(job, at_ms), false))
@@ -112,7 +113,8 @@ pub async fn create_batch(
         .map(|(index, job)| submit::validate(&state.registry, tenant, job, &format!("jobs[{index}].")))
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
     let claim = idempotency(&headers, "batch", &body)?;
-    let (ids, replayed) = match state.store()?.enqueue(&jobs, claim.as_ref(), state.rate_limit).await? {
+    let stored = state.store()?.enqueue(&jobs, claim.as_ref(), state.rate_limit).await;
+    let (ids, replayed) = match stored.map_err(|err| ApiError::from_write(err, RETRY_SUBMISSION))? {
         EnqueueOutcome::Created { .. } => {
             count_enqueued(&jobs);
             (jobs.into_iter().map(|j| j.id).collect(), false)
@@ -174,7 +176,7 @@ pub async fn get_job_events(
     caller.require(Scope::JobsRead)?;
     let tenant = &caller.tenant;
     let (_, history) = state.store()?.get(tenant, &id).await?.ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
-    Ok(Json(json!({ "job_id": id, "events": history })))
+    Ok(Json(json!({ "job_id": id, "events": history.entries, "dropped": history.dropped })))
 }
 
 /// Read as text, so a bad value gets this API's 400 rather than axum's rejection;
@@ -256,7 +258,7 @@ pub async fn cancel_job(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let tenant = &caller.tenant;
-    let status = match state.store()?.cancel(tenant, &id).await? {
+    let status = match state.store()?.cancel(tenant, &id).await.map_err(|e| ApiError::from_write(e, RETRY_CHANGE))? {
         CancelOutcome::Cancelled => StatusCode::OK,
         CancelOutcome::Flagged => StatusCode::ACCEPTED,
         CancelOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "cancelling" }),
@@ -288,7 +290,7 @@ pub async fn retry_job(
 ) -> Result<Json<JobRecord>, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let tenant = &caller.tenant;
-    match state.store()?.retry(tenant, &id).await? {
+    match state.store()?.retry(tenant, &id).await.map_err(|e| ApiError::from_write(e, RETRY_CHANGE))? {
         RetryOutcome::Queued => {}
         RetryOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "retrying" }),
         RetryOutcome::NotFound => return Err(ApiError::JobNotFound(id)),
@@ -345,7 +347,8 @@ fn accepted(record: &JobRecord, replayed: bool) -> Response {
 
 /// The record a new job has, built without reading it back.
 fn new_record(job: NewJob, created_ms: i64) -> JobRecord {
-    let scheduled = job.run_at_ms > created_ms;
+    let due_ms = job.when.due_ms(created_ms);
+    let scheduled = due_ms > created_ms;
     JobRecord {
         id: job.id,
         tenant: job.tenant,
@@ -356,7 +359,7 @@ fn new_record(job: NewJob, created_ms: i64) -> JobRecord {
         max_attempts: job.max_attempts,
         payload: serde_json::from_str(&job.payload).unwrap_or_default(),
         created_at: from_millis(created_ms),
-        scheduled_at: Some(from_millis(if scheduled { job.run_at_ms } else { created_ms })),
+        scheduled_at: Some(from_millis(due_ms)),
         started_at: None,
         finished_at: None,
         last_error: None,

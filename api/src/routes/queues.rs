@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Principal, Scope};
-use crate::error::{ApiError, PROBLEM_JSON, Problem};
+use crate::error::{ApiError, PROBLEM_JSON, Problem, RETRY_CHANGE};
 use crate::openapi::{QueuesOverview, RetriedFailed};
 
 /// Most failed jobs one request queues again.
@@ -72,6 +72,7 @@ pub async fn retry_failed(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let limit = super::limit_param(query.limit.as_deref(), 1_000, MAX_RETRY_FAILED)?;
-    let (retried, more) = state.store()?.retry_failed(&caller.tenant, &queue, limit).await?;
+    let retried = state.store()?.retry_failed(&caller.tenant, &queue, limit).await;
+    let (retried, more) = retried.map_err(|err| ApiError::from_write(err, RETRY_CHANGE))?;
     Ok(Json(json!({ "queue": queue, "retried": retried, "more": more })))
 }

@@ -70,7 +70,7 @@ pub fn noop_job() -> NewJob {
         payload: "{}".to_owned(),
         max_attempts: defaults.max_attempts,
         timeout_ms: defaults.timeout.as_millis() as u64,
-        run_at_ms: 0,
+        when: shared::store::When::Now,
         backoff_base_ms: defaults.backoff.base.as_millis() as u64,
         backoff_cap_ms: defaults.backoff.cap.as_millis() as u64,
     }

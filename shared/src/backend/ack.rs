@@ -1,6 +1,7 @@
 //! `AckLayer`: the backend's layer, which the apalis Worker wraps around every
 //! handler call. It turns each call's final result (after the user layers:
-//! timeout, panic catching…) into an [`Outcome`] for the acker. No per-job box.
+//! timeout, panic catching…) into an [`Outcome`] for the acker, unless the run's
+//! lease was lost first: then the outcome is dropped. No per-job box.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,10 +17,10 @@ use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 use tower::{Layer, Service};
 
-use super::{AckMsg, ClaimedJob, Inner, Outcome, OutcomeKind};
+use super::{AckMsg, ClaimedJob, Inner, Outcome, OutcomeKind, RunKey};
 use crate::backoff::Backoff;
 use crate::events::one_line;
-use crate::jobs::JobError;
+use crate::jobs::{Cancellation, JobError};
 
 /// Longest error text kept on a record.
 const MAX_ERROR_LEN: usize = 2_000;
@@ -51,9 +52,10 @@ pub struct AckService<S> {
     backend: Arc<Inner>,
 }
 
-/// What the acker needs to know about the attempt once it ends.
+/// What the acker needs to know about the run once it ends.
 struct Attempt {
-    id: String,
+    key: RunKey,
+    cancel: Cancellation,
     meta: String,
     queue: String,
     kind: String,
@@ -79,7 +81,8 @@ where
     fn call(&mut self, task: Task<ClaimedJob>) -> Self::Future {
         let job = &task.args;
         let attempt = Attempt {
-            id: job.id.clone(),
+            key: (job.id.clone(), job.token),
+            cancel: job.cancel.clone(),
             meta: job.meta.clone(),
             queue: job.queue.clone(),
             kind: job.kind.clone(),
@@ -136,10 +139,18 @@ where
             Poll::Ready(result) => result.map_err(Into::into),
         };
         if let Some(attempt) = this.attempt.take() {
-            let outcome = outcome(attempt, &result);
-            // A closed channel means the process is going down: the lease will
-            // expire and the job will run again, which at-least-once allows.
-            let _ = this.tx.send(AckMsg::Done(outcome));
+            if attempt.cancel.finish() {
+                let outcome = outcome(attempt, &result);
+                // A closed channel means the process is going down: the lease will
+                // expire and the job will run again, which at-least-once allows.
+                let _ = this.tx.send(AckMsg::Done(outcome));
+            } else {
+                // The lease was lost while the handler ran: another run may own the
+                // job now, and this one's outcome must not reach Redis.
+                this.running.backend.leases().remove(&attempt.key);
+                metrics::counter!("jobs_outcomes_dropped_total").increment(1);
+                tracing::warn!(job.id = %attempt.key.0, run = attempt.key.1, "dropped the outcome of a run whose lease was lost");
+            }
         }
         Poll::Ready(result)
     }
@@ -167,7 +178,7 @@ fn outcome<T: serde::Serialize>(attempt: Attempt, result: &Result<T, BoxDynError
     metrics::counter!("jobs_attempts_total", "queue" => attempt.queue.clone(), "type" => attempt.kind, "outcome" => label)
         .increment(1);
     Outcome {
-        id: attempt.id,
+        key: attempt.key,
         meta: attempt.meta,
         queue: attempt.queue,
         attempt: attempt.attempt,

@@ -1,24 +1,31 @@
-//! The acker: one background task per worker that flushes outcomes in batches,
-//! renews the leases of held jobs (HEARTBEAT) and reaps expired leases (REAP).
+//! The acker: one background task per worker that flushes outcomes in batches
+//! and reaps expired leases (REAP), with two helpers of its own: the heartbeat,
+//! which renews the leases of held runs and hands back the jobs of claims whose
+//! reply was lost (HEARTBEAT), and the watchdog, which cancels runs whose lease
+//! could not be renewed in time.
+//! Both run beside the acker, so a Redis call that hangs holds none of them up.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
-use super::{AckMsg, Inner, Outcome, OutcomeKind};
+use super::{AckMsg, Inner, Outcome, OutcomeKind, RunKey};
 use crate::error::StoreError;
+use crate::jobs::CancelReason;
+use crate::keys::Keys;
 use crate::scripts;
+use crate::store::StoreConfig;
 
 /// Most expired leases one REAP call takes back per queue.
 const REAP_LIMIT: usize = 1_000;
 
 pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
     let lease = inner.settings.lease;
-    let mut heartbeat = interval(lease / 3);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let heartbeat = tokio::spawn(heartbeat(inner.clone()));
+    let watchdog = tokio::spawn(watchdog(inner.clone()));
     let mut reap = interval(lease / 2);
     reap.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut pending: Vec<Outcome> = Vec::new();
@@ -40,11 +47,15 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
                 Some(AckMsg::Close(done)) => {
                     drain(&mut rx, &mut pending);
                     flush_all(&inner, &mut pending).await;
+                    heartbeat.abort();
+                    watchdog.abort();
                     let _ = done.send(());
                     return;
                 }
                 None => {
                     flush_all(&inner, &mut pending).await;
+                    heartbeat.abort();
+                    watchdog.abort();
                     return;
                 }
             },
@@ -64,11 +75,6 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
                     }
                 }
             }
-            _ = heartbeat.tick() => {
-                if let Err(err) = beat(&inner).await {
-                    tracing::warn!(error = %err, "heartbeat failed");
-                }
-            }
             _ = reap.tick() => {
                 match reap_expired(&inner).await {
                     Ok(0) => {}
@@ -79,6 +85,40 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
                     Err(err) => tracing::warn!(error = %err, "reaping failed"),
                 }
             }
+        }
+    }
+}
+
+/// Renews every held lease each third of a lease. One call at a time.
+async fn heartbeat(inner: Arc<Inner>) {
+    let mut ticks = interval(inner.settings.lease / 3);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = beat(&inner).await {
+            metrics::counter!("redis_errors_total", "op" => "heartbeat").increment(1);
+            tracing::warn!(error = %err, "heartbeat failed");
+        }
+    }
+}
+
+/// Cancels runs whose lease nobody could renew for a whole lease: Redis may
+/// have given the job to another worker meanwhile.
+async fn watchdog(inner: Arc<Inner>) {
+    let lease = inner.settings.lease;
+    let mut ticks = interval((lease / 10).max(Duration::from_millis(50)));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = std::time::Instant::now();
+        let lost = inner
+            .leases()
+            .values()
+            .filter(|held| now.duration_since(held.renewed) >= lease && held.cancel.cancel(CancelReason::LeaseLost))
+            .count();
+        if lost > 0 {
+            metrics::counter!("jobs_leases_lost_total", "reason" => "unrenewed").increment(lost as u64);
+            tracing::warn!(lost, "cancelled runs whose lease could not be renewed for a whole lease");
         }
     }
 }
@@ -135,7 +175,7 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
         for (queue, members) in by_queue {
             call.arg(queue).arg(members.len());
             for outcome in members {
-                call.arg(&outcome.id).arg(&outcome.meta).arg(outcome.attempt);
+                call.arg(&outcome.key.0).arg(&outcome.meta).arg(outcome.key.1).arg(outcome.attempt);
                 match outcome.kind {
                     OutcomeKind::Retry => call.arg(outcome.retry_delay.as_millis() as u64),
                     kind => call.arg(kind.as_str()),
@@ -151,47 +191,94 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
         }
         let mut leases = inner.leases();
         for outcome in chunk {
-            leases.remove(&outcome.id);
+            leases.remove(&outcome.key);
         }
     }
     Ok(())
 }
 
+/// One HEARTBEAT: renews the leases of the runs held, hands back the jobs of
+/// claims whose reply was lost, and acts on the answers: a requested
+/// cancellation is passed to the handler, a lost lease cancels it. Runs already
+/// given up are left to lapse.
 async fn beat(inner: &Inner) -> Result<(), StoreError> {
-    let held: Vec<(String, super::Lease)> =
-        inner.leases().iter().map(|(id, lease)| (id.clone(), lease.clone())).collect();
+    let sent = std::time::Instant::now();
+    let held: Vec<(RunKey, String, u64)> = inner
+        .leases()
+        .iter()
+        .filter(|(_, held)| held.cancel.reason() != Some(CancelReason::LeaseLost))
+        .map(|(key, held)| (key.clone(), held.queue.clone(), held.claim))
+        .collect();
+    let lost: Vec<u64> = inner.lost_claims().clone();
     let info = serde_json::to_string(&inner.settings.worker).unwrap_or_default();
     let mut call = scripts::HEARTBEAT.key(inner.keys.workers());
-    call.arg(inner.keys.tag()).arg(&inner.settings.worker.id).arg(inner.settings.lease.as_millis() as u64).arg(info);
-    for (id, lease) in &held {
-        call.arg(id).arg(&lease.queue).arg(lease.attempt);
+    call.arg(inner.keys.tag())
+        .arg(&inner.settings.worker.id)
+        .arg(inner.settings.lease.as_millis() as u64)
+        .arg(info)
+        .arg(inner.settings.store.events_maxlen)
+        .arg(lost.len());
+    for claim in &lost {
+        call.arg(*claim);
     }
-    let states: Vec<u8> = call.invoke_async(&mut inner.conn.clone()).await?;
-    for ((id, lease), state) in held.iter().zip(states) {
+    for ((id, token), queue, claim) in &held {
+        call.arg(id).arg(queue).arg(*token).arg(*claim);
+    }
+    let reply: Vec<u64> = call.invoke_async(&mut inner.conn.clone()).await?;
+    inner.lost_claims().retain(|claim| !lost.contains(claim));
+    let (handed_back, states) = reply.split_first().map_or((0, &[][..]), |(n, rest)| (*n, rest));
+    if handed_back > 0 {
+        tracing::warn!(handed_back, "handed back the jobs of claims whose reply never arrived");
+    }
+    let mut taken = 0;
+    let mut leases = inner.leases();
+    for ((key, _, _), state) in held.iter().zip(states) {
+        let Some(lease) = leases.get_mut(key) else { continue };
         match state {
-            1 => lease.cancelled.store(true, Ordering::Relaxed),
-            2 => tracing::warn!(job.id = %id, "lease lost; this attempt's outcome will be ignored"),
-            _ => {}
+            0 | 1 => {
+                lease.renewed = lease.renewed.max(sent);
+                if *state == 1 {
+                    lease.cancel.cancel(CancelReason::Requested);
+                }
+            }
+            _ => {
+                if lease.cancel.cancel(CancelReason::LeaseLost) {
+                    taken += 1;
+                    tracing::warn!(job.id = %key.0, run = key.1, "lease lost: the job was taken back; cancelling this run");
+                }
+            }
         }
+    }
+    if taken > 0 {
+        metrics::counter!("jobs_leases_lost_total", "reason" => "taken").increment(taken);
     }
     Ok(())
 }
 
 async fn reap_expired(inner: &Inner) -> Result<usize, StoreError> {
-    let store = &inner.settings.store;
-    let horizon = store.failed_ttl.max(store.succeeded_ttl);
+    reap(&mut inner.conn.clone(), &inner.keys, &inner.settings.store, inner.settings.lease).await
+}
+
+/// Takes back expired leases and sweeps records past their retention, as every
+/// worker's acker does each half lease; `lease` is the workers' lease. Returns
+/// the number of jobs taken back.
+pub async fn reap(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    store: &StoreConfig,
+    lease: Duration,
+) -> Result<usize, StoreError> {
     let mut total = 0;
     // Bounded: a huge backlog of expired leases or records is worked off over several ticks.
     for _ in 0..20 {
         let (reaped, swept, more): (usize, usize, u8) = scripts::REAP
-            .key(inner.keys.events())
-            .arg(inner.keys.tag())
+            .key(keys.events())
+            .arg(keys.tag())
             .arg(REAP_LIMIT)
             .arg(store.events_maxlen)
             .arg(store.failed_ttl.as_millis() as u64)
-            .arg(horizon.as_millis() as u64)
-            .arg((inner.settings.lease * 3).as_millis() as u64)
-            .invoke_async(&mut inner.conn.clone())
+            .arg(lease.as_millis() as u64)
+            .invoke_async(conn)
             .await?;
         total += reaped;
         if swept > 0 {

@@ -2,15 +2,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
 use super::{ClaimedJob, Inner, Lease};
 use crate::backoff::Backoff;
 use crate::error::StoreError;
+use crate::jobs::Cancellation;
 use crate::model::Spec;
 use crate::scripts;
+
+/// Claims this process has sent: numbers each one, so that a claim whose reply
+/// was lost can be named to Redis (see heartbeat.lua).
+static CLAIMS: AtomicU64 = AtomicU64::new(0);
 
 /// Longest idle wait before claiming again (which also promotes due jobs).
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -109,7 +114,10 @@ pub(super) async fn next_batch(inner: Arc<Inner>, ahead: bool, mut wait: Option<
         }
         let free = inner.settings.concurrency.saturating_sub(inner.running.load(Ordering::Relaxed));
         let limit = if ahead { inner.settings.claim_batch } else { free.clamp(1, inner.settings.claim_batch) };
-        match claim(&inner, limit).await {
+        // Leases start at the claim, so their clock here starts before it is sent.
+        let sent = Instant::now();
+        let number = CLAIMS.fetch_add(1, Ordering::Relaxed);
+        match claim(&inner, limit, number).await {
             Ok(claim) if claim.jobs.is_empty() && !ahead => {
                 error_delay = Duration::from_millis(100);
                 wait = claim.wait;
@@ -121,10 +129,14 @@ pub(super) async fn next_batch(inner: Arc<Inner>, ahead: bool, mut wait: Option<
                         metrics::counter!("jobs_claimed_ahead_total").increment(jobs.len() as u64);
                     }
                 }
-                hold(&inner, &jobs);
+                hold(&inner, &jobs, sent, number);
                 return Batch { full: jobs.len() == limit, jobs, wait };
             }
             Err(err) => {
+                if err.is_outcome_unknown() {
+                    // It may have leased jobs that nobody here knows about.
+                    inner.lost_claims().push(number);
+                }
                 metrics::counter!("redis_errors_total", "op" => "claim").increment(1);
                 tracing::warn!(error = %err, retry_in_ms = error_delay.as_millis() as u64, "claim failed; retrying");
                 tokio::select! {
@@ -151,14 +163,17 @@ async fn wait_for_wake(inner: &Inner, after: &str, wait: Duration) -> Result<(),
     Ok(())
 }
 
-async fn claim(inner: &Inner, limit: usize) -> Result<Claim, StoreError> {
+async fn claim(inner: &Inner, limit: usize, number: u64) -> Result<Claim, StoreError> {
     let settings = &inner.settings;
     let mut call = scripts::CLAIM.key(inner.keys.wake());
     call.arg(inner.keys.tag())
         .arg(settings.lease.as_millis() as u64)
         .arg(limit)
         .arg(settings.store.events_maxlen)
-        .arg(inner.turn.fetch_add(1, Ordering::Relaxed));
+        .arg(inner.turn.fetch_add(1, Ordering::Relaxed))
+        .arg(settings.store.failed_ttl.as_millis() as u64)
+        .arg(&settings.worker.id)
+        .arg(number);
     for queue in inner.queue_args() {
         call.arg(queue);
     }
@@ -181,13 +196,14 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
     let wait =
         (!wake_id.is_empty()).then(|| Wait { wake_id, due_in: (due >= 0).then(|| Duration::from_millis(due as u64)) });
     let fields = reply.get(3..).unwrap_or_default();
-    let mut jobs = Vec::with_capacity(fields.len() / 3);
-    for f in fields.chunks_exact(3) {
+    let mut jobs = Vec::with_capacity(fields.len() / 4);
+    for f in fields.chunks_exact(4) {
         let id = text(&f[0])?;
         let spec =
-            Spec::parse(&text(&f[2])?).ok_or_else(|| StoreError::Corrupt(format!("job {id} has a damaged spec")))?;
+            Spec::parse(&text(&f[3])?).ok_or_else(|| StoreError::Corrupt(format!("job {id} has a damaged spec")))?;
         jobs.push(ClaimedJob {
             attempt: number(&f[1])? as u32,
+            token: number(&f[2])?,
             meta: spec.meta(),
             tenant: spec.tenant,
             kind: spec.kind,
@@ -199,7 +215,7 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
                 base: Duration::from_millis(spec.backoff_base_ms),
                 cap: Duration::from_millis(spec.backoff_cap_ms),
             },
-            cancelled: Default::default(),
+            cancel: Cancellation::default(),
             id,
         });
     }
@@ -209,17 +225,18 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
     Ok(Claim { jobs, wait })
 }
 
-/// Records the leases of freshly claimed jobs, so heartbeats renew them.
-pub(super) fn hold(inner: &Inner, jobs: &[ClaimedJob]) {
+/// Records the leases of freshly claimed runs, so heartbeats renew them.
+pub(super) fn hold(inner: &Inner, jobs: &[ClaimedJob], sent: Instant, claim: u64) {
     let mut leases = inner.leases();
     for job in jobs {
         leases.insert(
-            job.id.clone(),
+            (job.id.clone(), job.token),
             Lease {
                 meta: job.meta.clone(),
                 queue: job.queue.clone(),
-                attempt: job.attempt,
-                cancelled: job.cancelled.clone(),
+                cancel: job.cancel.clone(),
+                renewed: sent,
+                claim,
             },
         );
     }
@@ -267,17 +284,18 @@ mod tests {
         reply.push(Value::Int(-1));
         reply.extend(bulk(&["id1"]));
         reply.push(Value::Int(5));
+        reply.extend(bulk(&["9"]));
         reply.extend(bulk(&["acme\tnoop\tdefault\t7\t1000\t10\t100\t1700000000000\t{}"]));
         reply
     }
 
     #[test]
-    fn a_claim_decodes_id_attempt_and_spec_per_job() {
+    fn a_claim_decodes_id_attempt_token_and_spec_per_job() {
         let claim = parse_claim(&one_job_reply("")).unwrap();
         assert!(claim.wait.is_none(), "a full claim has no wait");
         let jobs = claim.jobs;
         assert_eq!(jobs.len(), 1);
-        assert_eq!((jobs[0].attempt, jobs[0].max_attempts), (5, 7));
+        assert_eq!((jobs[0].attempt, jobs[0].token, jobs[0].max_attempts), (5, 9, 7));
         assert_eq!(jobs[0].timeout, Duration::from_secs(1));
         assert_eq!(jobs[0].meta, "acme\tnoop\tdefault");
     }

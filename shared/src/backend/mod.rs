@@ -16,6 +16,14 @@
 //! - Outcomes reach Redis through [`AckLayer`], the backend's layer, which the
 //!   apalis Worker wraps around every handler call. A background task (the
 //!   acker) flushes them in batches, renews leases, and reaps expired ones.
+//! - Every claim starts a run of its job with a fencing token (the job's claim
+//!   count, which never goes back), and this process tracks what it holds by
+//!   `(job id, token)`: after a pause it can hold a stale and a live run of one
+//!   job, and neither touches the other's lease. Outcomes, heartbeats and
+//!   hand-backs name their run; Redis records only the current run's.
+//! - A run whose lease is lost (a heartbeat says it was taken, or none could
+//!   renew it for a whole lease) has its handler cancelled and its outcome
+//!   dropped (`jobs_outcomes_dropped_total`).
 //! - Redis errors never leave the backend (apalis ends a worker on any backend
 //!   error): fetches and flushes retry with backoff until Redis is back.
 //! - Closing hands back claimed-but-unstarted jobs at once (RELEASE) and
@@ -28,10 +36,10 @@ mod fetch;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
@@ -45,9 +53,11 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use ack::{AckLayer, AckService};
+pub use acker::reap;
 
 use crate::backoff::Backoff;
 use crate::error::StoreError;
+use crate::jobs::Cancellation;
 use crate::keys::Keys;
 use crate::scripts;
 use crate::store::{StoreConfig, WorkerInfo};
@@ -68,11 +78,13 @@ pub struct ClaimedJob {
     pub payload: String,
     /// 1-based number of this attempt.
     pub attempt: u32,
+    /// This run's fencing token (see [`crate::jobs::JobContext::run`]).
+    pub token: u64,
     pub max_attempts: u32,
     pub timeout: Duration,
     pub backoff: Backoff,
-    /// Set when cancellation is requested while the job runs.
-    pub cancelled: Arc<AtomicBool>,
+    /// Fires when cancellation is requested, or the run's lease is lost.
+    pub cancel: Cancellation,
 }
 
 /// How the backend runs.
@@ -92,33 +104,41 @@ pub struct BackendSettings {
     pub store: StoreConfig,
 }
 
-/// A job this process holds a lease on, until its outcome is flushed or it is released.
+/// One run of a job: its id and fencing token.
+type RunKey = (String, u64);
+
+/// A run this process holds a lease on, until its outcome is flushed, it is
+/// released, or its lease is lost.
 #[derive(Debug, Clone)]
 struct Lease {
     meta: String,
     queue: String,
-    attempt: u32,
-    cancelled: Arc<AtomicBool>,
+    cancel: Cancellation,
+    /// When the last renewal that Redis confirmed was sent (the claim, at first):
+    /// the lease is good until at least one lease after it.
+    renewed: Instant,
+    /// The claim that took it (this process's count of claims).
+    claim: u64,
 }
 
-/// A held job, as RELEASE takes it.
+/// A held run, as RELEASE takes it.
 struct Held {
     id: String,
     meta: String,
     queue: String,
-    attempt: u32,
+    token: u64,
 }
 
 impl Held {
-    fn new(id: &str, lease: &Lease) -> Self {
-        Self { id: id.to_owned(), meta: lease.meta.clone(), queue: lease.queue.clone(), attempt: lease.attempt }
+    fn new((id, token): &RunKey, lease: &Lease) -> Self {
+        Self { id: id.clone(), meta: lease.meta.clone(), queue: lease.queue.clone(), token: *token }
     }
 }
 
-/// The outcome of one attempt, on its way to the ACK script.
+/// The outcome of one run, on its way to the ACK script.
 #[derive(Debug, Clone)]
 struct Outcome {
-    id: String,
+    key: RunKey,
     meta: String,
     queue: String,
     attempt: u32,
@@ -158,7 +178,9 @@ struct Inner {
     conn: ConnectionManager,
     /// Dedicated to XREAD BLOCK: a blocking command would stall a multiplexed pipe.
     blocking: ConnectionManager,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<HashMap<RunKey, Lease>>,
+    /// Claims sent whose reply never came: the next heartbeat hands their jobs back.
+    lost_claims: Mutex<Vec<u64>>,
     /// Jobs handed to apalis whose handler has not finished.
     running: AtomicUsize,
     job_time: fetch::JobTime,
@@ -168,8 +190,12 @@ struct Inner {
 }
 
 impl Inner {
-    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<RunKey, Lease>> {
         self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lost_claims(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.lost_claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn queue_args(&self) -> &[String] {
@@ -185,15 +211,17 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let mut call = scripts::RELEASE.key(self.keys.events());
-            call.arg(self.keys.tag()).arg(self.settings.store.events_maxlen);
+            call.arg(self.keys.tag())
+                .arg(self.settings.store.events_maxlen)
+                .arg(self.settings.store.failed_ttl.as_millis() as u64);
             for job in jobs {
-                call.arg(&job.id).arg(&job.meta).arg(&job.queue).arg(job.attempt);
+                call.arg(&job.id).arg(&job.meta).arg(&job.queue).arg(job.token);
             }
             match call.invoke_async::<usize>(&mut self.conn.clone()).await {
                 Ok(released) => {
                     let mut leases = self.leases();
                     for job in jobs {
-                        leases.remove(&job.id);
+                        leases.remove(&(job.id.clone(), job.token));
                     }
                     return released;
                 }
@@ -233,7 +261,7 @@ impl BackendHandle {
         if self.ack_tx.send(AckMsg::Close(tx)).is_ok() {
             let _ = tokio::time::timeout(patience, rx).await;
         }
-        let held: Vec<Held> = self.inner.leases().iter().map(|(id, lease)| Held::new(id, lease)).collect();
+        let held: Vec<Held> = self.inner.leases().iter().map(|(key, lease)| Held::new(key, lease)).collect();
         self.inner.release(&held, patience).await
     }
 }
@@ -268,6 +296,7 @@ impl RedisBackend {
             conn,
             blocking,
             leases: Mutex::new(HashMap::new()),
+            lost_claims: Mutex::default(),
             running: AtomicUsize::new(0),
             job_time: fetch::JobTime::new(),
             turn: AtomicUsize::new(0),
@@ -376,7 +405,7 @@ impl Backend for RedisBackend {
                 }
                 let jobs: Vec<Held> = unstarted
                     .into_iter()
-                    .map(|j| Held { id: j.id, meta: j.meta, queue: j.queue, attempt: j.attempt })
+                    .map(|j| Held { id: j.id, meta: j.meta, queue: j.queue, token: j.token })
                     .collect();
                 let released = inner.release(&jobs, Duration::from_secs(5)).await;
                 if released > 0 {

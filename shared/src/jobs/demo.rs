@@ -36,12 +36,11 @@ impl JobType for Sleep {
     const NAME: &'static str = "sleep";
 
     async fn run(self, ctx: JobContext) -> Result<serde_json::Value, JobError> {
-        let until = tokio::time::Instant::now() + Duration::from_millis(self.ms);
-        while tokio::time::Instant::now() < until {
-            if ctx.is_cancelled() {
-                return Err(JobError::Permanent("cancelled while sleeping".into()));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(self.ms)) => {}
+            reason = ctx.cancelled() => {
+                return Err(JobError::Permanent(format!("stopped sleeping: {reason:?}")));
             }
-            tokio::time::sleep_until(until.min(tokio::time::Instant::now() + Duration::from_millis(50))).await;
         }
         if self.panic {
             panic!("sleep job asked to panic after {} ms", self.ms);

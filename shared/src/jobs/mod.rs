@@ -5,18 +5,19 @@
 //! `garde::Validate`, and an `impl JobType` naming it and giving its handler;
 //! then one `.register::<T>()` line in [`Registry::standard`].
 
+mod cancel;
 mod demo;
 mod email;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
+pub use cancel::{CancelReason, Cancellation};
 pub use demo::{Fail, Noop, Sleep};
 pub use email::{EmailSend, Mailer, MailerConfig};
 
@@ -53,16 +54,31 @@ impl Default for JobDefaults {
 #[derive(Clone)]
 pub struct JobContext {
     pub id: String,
+    /// 1-based; attempts that never reached a worker do not count.
     pub attempt: u32,
     pub max_attempts: u32,
-    /// Set when cancellation is requested while the job runs (seen at the next heartbeat).
-    pub cancelled: Arc<AtomicBool>,
+    /// This run's fencing token: the job's claims so far, this one included. It
+    /// only grows (a retry does not reset it), so `(id, run)` names one run for
+    /// good: a handler with side effects can key them on it.
+    pub run: u64,
+    /// Set when a client cancels the job or this worker loses the run's lease
+    /// (seen within a heartbeat, a third of the lease).
+    pub cancel: Cancellation,
     pub services: Arc<Services>,
 }
 
 impl JobContext {
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancel.is_cancelled()
+    }
+
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.cancel.reason()
+    }
+
+    /// Resolves once the run is cancelled: `select!` on it next to the work.
+    pub async fn cancelled(&self) -> CancelReason {
+        self.cancel.cancelled().await
     }
 }
 

@@ -1,5 +1,7 @@
 -- CANCEL: queued, scheduled and retrying jobs become `cancelled`; a running job is
 -- flagged (its handler sees the flag at the next heartbeat, and it will not be retried).
+-- A queued job's id stays on the shared ready list, marked (flag `l`), until a
+-- claim pops and skips it: cancelling costs O(1) however long the list is.
 -- KEYS[1]  the state hash (routes the call)
 -- ARGV[1]  tag   ARGV[2] job id   ARGV[3] tenant   ARGV[4] events maxlen   ARGV[5] failed ttl ms
 -- Returns {'cancelled'} | {'flagged'} | {'conflict', status} | {'not_found'}
@@ -9,22 +11,22 @@ if not spec then return {'not_found'} end
 local meta, queue = spec_meta_queue(spec)
 if string.sub(meta, 1, #tenant + 1) ~= tenant .. '\t' then return {'not_found'} end
 local raw = redis.call('HGET', tag .. ':state', id)
-local status, attempts, due, _, _, history = parse_state(raw)
+local status, attempts, due, _, expires, history, runs, flags, total = parse_state(raw)
+local now = now_ms()
+local w = writer(tag, now)
 local q = tag .. ':q:' .. queue
 if status == 'running' then
-  redis.call('HSET', tag .. ':state', id, (string.gsub(raw, '^(%a+\t%d+\t%d+\t)%d', '%11')))
+  reflag(w, id, status, attempts, due, '1', expires, runs, flags, total, history)
+  flush(w, maxlen)
   return {'flagged'}
-elseif status == 'queued' then
-  redis.call('LREM', q .. ':ready', 1, id)
 elseif status == 'scheduled' then
   redis.call('ZREM', q .. ':scheduled', id)
 elseif status == 'retrying' then
   redis.call('ZREM', q .. ':retry', id)
-else
+elseif status ~= 'queued' then
   return {'conflict', status}
 end
-local now = now_ms()
-local w = writer(tag, now)
-transition(w, id, meta, status, 'cancelled', attempts, due, 0, now + failed_ttl, history)
+transition(w, id, meta, status, 'cancelled', attempts, due, 0, now + failed_ttl, runs, closed(flags), total,
+  history)
 flush(w, maxlen)
 return {'cancelled'}

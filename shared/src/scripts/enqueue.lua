@@ -1,17 +1,19 @@
 -- ENQUEUE: creates one or more jobs atomically, honouring an optional Idempotency-Key.
--- The caller builds every record string, and sends each job's strings once: the
--- script files them into the columns, the tenant's index and the queues, reusing
--- the argument strings, so its cost hardly grows with the work per job.
--- KEYS[1]  the events stream (routes the call; every key shares its hash tag)
+-- Every time it stores (creation, due time, the scheduled-or-queued decision,
+-- the listing score, history and events) is Redis's own, like every other
+-- transition's, so an API host with a skewed clock can neither run a delayed
+-- job early nor misorder a job's history. The caller sends each job's strings
+-- once; the script joins them with the time and files them away.
+-- KEYS[1]  the events stream (routes the call)
 -- ARGV[1]  tag `{prefix}`   ARGV[2] events maxlen
 -- ARGV[3]  idempotency key name ('' = none)   ARGV[4] request fingerprint
 -- ARGV[5]  idempotency ttl, seconds   ARGV[6] the ids, comma-separated (kept with the key)
--- ARGV[7]  the event lines, newline-separated   ARGV[8] tenant   ARGV[9] created_ms
--- ARGV[10] job count n   ARGV[11] rate limit, jobs/s (0 = none)   ARGV[12] burst
--- ARGV[13..] n × (id, spec, state with its first history line), grouped by queue
---   then g, and g ranges: queue, 'r' (ready) or 's' (scheduled), first job (0-based),
---   count, and for 's' one due_ms per job.
--- Returns {'created'} | {'replay', 'id1,id2,…'} | {'mismatch'} | {'limited', retry_after_ms}
+-- ARGV[7]  tenant   ARGV[8] job count n   ARGV[9] rate limit, jobs/s (0 = none)   ARGV[10] burst
+-- ARGV[11..] n × 4: id, head (tenant \t type \t queue \t max_attempts \t timeout_ms
+--   \t backoff_base_ms \t backoff_cap_ms), payload, when ('' = now, '+<ms>' = after
+--   that delay, '@<ms>' = at that time, which if past means now); grouped by queue,
+--   then g, and g groups: queue, first job (0-based), count.
+-- Returns {'created', now_ms} | {'replay', 'id1,id2,…'} | {'mismatch'} | {'limited', retry_after_ms}
 local tag, maxlen, idem_key = ARGV[1], ARGV[2], ARGV[3]
 
 if idem_key ~= '' then
@@ -25,14 +27,14 @@ if idem_key ~= '' then
   end
 end
 
-local tenant, created, n = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local tenant, n = ARGV[7], tonumber(ARGV[8])
+local now = now_ms()
 
 -- The tenant's token bucket (keys.rs `rate_limit`), on the server's clock so
 -- that every API instance shares one limit.
-local rate, burst = tonumber(ARGV[11]), tonumber(ARGV[12])
+local rate, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
 if rate > 0 then
   local bucket = tag .. ':rl:' .. tenant
-  local now = now_ms()
   local kept = redis.call('HMGET', bucket, 't', 'ts')
   local tokens = math.min(burst, (tonumber(kept[1]) or burst) + (now - (tonumber(kept[2]) or now)) * rate / 1000)
   if tokens < n then
@@ -41,46 +43,69 @@ if rate > 0 then
   redis.call('HSET', bucket, 't', tokens - n, 'ts', now)
   redis.call('PEXPIRE', bucket, math.ceil((burst - tokens + n) * 1000 / rate) + 1000)
 end
+
+local w = writer(tag, now)
+local stamp = w.now
+-- Every job due now has the same state: built once per call.
+local ready_state = 'queued\t0\t' .. stamp .. '\t0\t0\t0\tl\t1\nqueued\t0\t' .. stamp .. '\t'
 local specs, states, index = {}, {}, {}
+local metas = {}
 -- Index scores are created_ms × 1000 + position, so that the jobs of one batch
 -- (one millisecond) keep their order and page cleanly.
-local base = created * 1000
-for i = 0, n - 1 do
-  local at = 13 + 3 * i
-  local id = ARGV[at]
-  specs[2 * i + 1], specs[2 * i + 2] = id, ARGV[at + 1]
-  states[2 * i + 1], states[2 * i + 2] = id, ARGV[at + 2]
-  index[2 * i + 1], index[2 * i + 2] = base + i, id
+local base = now * 1000
+local at = 11 + 4 * n
+local g = tonumber(ARGV[at])
+at = at + 1
+for _ = 1, g do
+  local queue, first, count = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  at = at + 3
+  local ready, scheduled, nready = {}, {}, 0
+  for i = first, first + count - 1 do
+    local b = 11 + 4 * i
+    local id, head, when = ARGV[b], ARGV[b + 1], ARGV[b + 3]
+    local meta = metas[head]
+    if not meta then
+      meta = spec_meta(head)
+      metas[head] = meta
+    end
+    specs[2 * i + 1], specs[2 * i + 2] = id, head .. '\t' .. stamp .. '\t' .. ARGV[b + 2]
+    index[2 * i + 1], index[2 * i + 2] = base + i, id
+    local due = now
+    if when ~= '' then
+      local ms = tonumber(string.sub(when, 2))
+      if string.sub(when, 1, 1) == '+' then due = now + ms elseif ms > now then due = ms end
+    end
+    if due > now then
+      scheduled[#scheduled + 1] = due
+      scheduled[#scheduled + 1] = id
+      states[2 * i + 1], states[2 * i + 2] = id, 'scheduled\t0\t' .. due .. '\t0\t0\t0\t\t1\nscheduled\t0\t' .. stamp .. '\t'
+      event(w, id, meta, 'scheduled', '0')
+    else
+      nready = nready + 1
+      ready[nready] = id
+      states[2 * i + 1], states[2 * i + 2] = id, ready_state
+      event(w, id, meta, 'queued', '0')
+    end
+  end
+  local counts = counts_key(tag, tenant)
+  if nready > 0 then
+    redis.call('HINCRBY', counts, queue .. '\tqueued', nready)
+    chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', ready)
+  end
+  if #scheduled > 0 then
+    redis.call('HINCRBY', counts, queue .. '\tscheduled', #scheduled / 2)
+    chunked('ZADD', tag .. ':q:' .. queue .. ':scheduled', scheduled, 2)
+  end
+  redis.call('SADD', tag .. ':queues', queue)
 end
 chunked('HSET', tag .. ':spec', specs, 2)
 chunked('HSET', tag .. ':state', states, 2)
 chunked('ZADD', tag .. ':t:' .. tenant .. ':jobs', index, 2)
 redis.call('SADD', tag .. ':tenants', tenant)
 
-local at = 13 + 3 * n
-local g = tonumber(ARGV[at])
-at = at + 1
-for _ = 1, g do
-  local queue, kind, first, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  at = at + 4
-  local items = {}
-  redis.call('HINCRBY', counts_key(tag, tenant), queue .. '\t' .. (kind == 'r' and 'queued' or 'scheduled'), count)
-  if kind == 'r' then
-    for j = 0, count - 1 do items[j + 1] = ARGV[13 + 3 * (first + j)] end
-    chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', items)
-  else
-    for j = 0, count - 1 do
-      items[2 * j + 1], items[2 * j + 2] = ARGV[at + j], ARGV[13 + 3 * (first + j)]
-    end
-    chunked('ZADD', tag .. ':q:' .. queue .. ':scheduled', items, 2)
-    at = at + count
-  end
-  redis.call('SADD', tag .. ':queues', queue)
-end
-
-emit(tag, maxlen, ARGV[7])
+emit(tag, maxlen, table.concat(w.lines, '\n'))
 wake(tag)
 if idem_key ~= '' then
   redis.call('SET', idem_key, ARGV[4] .. '\t' .. ARGV[6], 'EX', ARGV[5])
 end
-return {'created'}
+return {'created', now}

@@ -5,8 +5,18 @@
 --   spec    id -> tenant \t type \t queue \t max_attempts \t timeout_ms
 --                 \t backoff_base_ms \t backoff_cap_ms \t created_ms \t payload   (written once)
 --   state   id -> status \t attempts \t due_ms \t cancel(0|1) \t expires_ms
---                 then one line per transition: \n status \t attempt \t at_ms \t error
+--                 \t runs \t flags \t total
+--                 then its last HISTORY_KEPT transitions: \n status \t attempt \t at_ms \t error
 --   result  id -> the result JSON of a succeeded job (absent when null)
+-- `runs` counts the job's claims and only ever grows: the run a claim starts is
+-- its fencing token, and every outcome, heartbeat and hand-back names it.
+-- `attempts` is what users see: attempts that count against max_attempts.
+-- `flags`: `l` while the id is on its ready list (a cancelled job's id stays
+-- there until CLAIM pops and skips it, so cancel never scans the list); `o`
+-- while the latest run's outcome is still accepted (from its claim until it is
+-- recorded, handed back, cancelled or retried; a reaped run stays open until
+-- another claim, so a worker that comes back with a finished outcome is heard).
+-- `total`: transitions ever recorded; the history keeps the last HISTORY_KEPT.
 -- The history rides in the state value: a transition reads and rewrites one
 -- field, instead of also inserting into a history hash.
 -- Per tenant, a count of jobs by queue and status: `t:<tenant>:counts`, fields
@@ -14,6 +24,8 @@
 -- Event lines: id \t tenant \t type \t queue \t status \t attempt \t at_ms \t error,
 -- or the id alone when everything after it is as on the line before (see events.rs).
 -- Error texts reach the scripts without tabs or newlines (the callers strip them).
+
+local HISTORY_KEPT = 50
 
 -- Leases live in a per-queue hash `running` (id -> expiry ms). Redis keeps a
 -- small hash as a listpack, where every HSET and HDEL scans it whole: with a
@@ -42,28 +54,82 @@ local function str(n)
   return s
 end
 
--- status, attempts, due, cancel, expires, history (nil when the job is gone).
--- All stay strings: they are mostly copied or compared, and Lua turns strings
--- into numbers with strtod, which would dominate the scripts' own work.
+-- `history` with its first line dropped, for as long as it holds more than
+-- `keep` lines (`lines` of them now). O(line length) per dropped line.
+local function trimmed(history, lines, keep)
+  while lines > keep do
+    local cut = string.find(history, '\n', 2, true)
+    if not cut then return '' end
+    history = string.sub(history, cut)
+    lines = lines - 1
+  end
+  return history
+end
+
+-- status, attempts, due, cancel, expires, history, runs, flags, total
+-- (nil when the job is gone). All stay strings: they are mostly copied or
+-- compared, and Lua turns strings into numbers with strtod, which would
+-- dominate the scripts' own work.
 -- `history` keeps its leading newline, ready to be carried into the next value;
 -- it is cut at a position capture, because matching it with `(.*)` walks the
 -- pattern engine through it character by character.
+-- A header of schema 3 (five fields, from before fencing tokens) reads as a run
+-- of `attempts`, with the flags it implied; its next transition writes schema 4.
 local function parse_state(s)
   if not s then return nil end
-  local status, attempts, due, cancel, expires, rest = string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)()')
+  local status, attempts, due, cancel, expires, runs, flags, total, rest =
+    string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)\t(%d+)\t(%l*)\t(%d+)()')
+  if status then
+    return status, attempts, due, cancel, expires, string.sub(s, rest), runs, flags, total
+  end
+  status, attempts, due, cancel, expires, rest = string.match(s, '^(%a+)\t(%d+)\t(%d+)\t(%d)\t(%d+)()')
   if not status then return nil end
-  return status, attempts, due, cancel, expires, string.sub(s, rest)
+  local history = string.sub(s, rest)
+  local _, lines = string.gsub(history, '\n', '')
+  flags = (status == 'queued' and 'l') or (status == 'running' and 'o') or ''
+  return status, attempts, due, cancel, expires, trimmed(history, lines, HISTORY_KEPT), attempts, flags, tostring(lines)
 end
 
--- The attempt after `attempts` (a string), converted once per distinct value.
+-- Whether `flags` holds `flag` ('l' or 'o').
+local function has(flags, flag)
+  return string.find(flags, flag, 1, true) ~= nil
+end
+
+-- `flags` with `l` set or cleared, keeping `o`.
+local function listed(flags, on)
+  local open = has(flags, 'o')
+  if on then return open and 'lo' or 'l' end
+  return open and 'o' or ''
+end
+
+-- `flags` with `o` cleared, keeping `l`.
+local function closed(flags)
+  return has(flags, 'l') and 'l' or ''
+end
+
+-- The count after `n` (a decimal string: attempts, runs, totals), converted
+-- once per distinct value.
 local successors = {}
-local function next_attempt(attempts)
-  local n = successors[attempts]
-  if not n then
-    n = tostring(tonumber(attempts) + 1)
-    successors[attempts] = n
+local function succ(n)
+  local s = successors[n]
+  if not s then
+    s = tostring(tonumber(n) + 1)
+    successors[n] = s
   end
-  return n
+  return s
+end
+
+-- Lines a history of `total` transitions keeps, before one more is appended:
+-- nil while nothing needs dropping (worked out once per distinct total).
+local kept_before = {}
+local function must_trim(total)
+  local k = kept_before[total]
+  if k == nil then
+    local n = tonumber(total)
+    k = n >= HISTORY_KEPT and math.min(n, HISTORY_KEPT) or false
+    kept_before[total] = k
+  end
+  return k
 end
 
 -- `tenant \t type \t queue`, from a spec.
@@ -146,17 +212,22 @@ local function count(w, meta, status, delta)
   c[status] = (c[status] or 0) + delta
 end
 
--- Records one transition from status `from`: the new state with its history line appended, and
--- the event line. `due` and `expires` are strings or numbers (0 = live);
--- `cancel` is '0' or '1'; `history` is what parse_state returned.
-local function transition(w, id, meta, from, status, attempts, due, cancel, expires, history, err)
+-- Records one transition from status `from`: the new state with its history line
+-- appended (the oldest dropped past HISTORY_KEPT), and the event line. `due` and
+-- `expires` are strings or numbers (0 = live); `cancel` is '0' or '1'; `runs`,
+-- `flags`, `total` and `history` are as parse_state returned them, `runs` and
+-- `flags` already as the new state carries them.
+local function transition(w, id, meta, from, status, attempts, due, cancel, expires, runs, flags, total, history, err)
   count(w, meta, from, -1)
   count(w, meta, status, 1)
   local a = str(attempts)
+  local t = succ(total)
+  local lines = must_trim(total)
+  if lines then history = trimmed(history, lines, HISTORY_KEPT - 1) end
   local st, n = w.state, w.nstate
   st[n + 1] = id
-  st[n + 2] = status .. '\t' .. a .. '\t' .. due .. '\t' .. cancel .. '\t' .. expires .. history ..
-    '\n' .. status .. '\t' .. a .. '\t' .. w.now .. '\t' .. (err or '')
+  st[n + 2] = status .. '\t' .. a .. '\t' .. due .. '\t' .. cancel .. '\t' .. expires .. '\t' .. runs .. '\t' .. flags ..
+    '\t' .. t .. history .. '\n' .. status .. '\t' .. a .. '\t' .. w.now .. '\t' .. (err or '')
   w.nstate = n + 2
   event(w, id, meta, status, a, err)
   if expires ~= 0 then
@@ -171,6 +242,16 @@ local function transition(w, id, meta, from, status, attempts, due, cancel, expi
     end
     push(w, bucket.key, id)
   end
+end
+
+-- Rewrites a state's header with new flags, recording no transition (CLAIM
+-- popping a cancelled job's id clears its `l`).
+local function reflag(w, id, status, attempts, due, cancel, expires, runs, flags, total, history)
+  local st, n = w.state, w.nstate
+  st[n + 1] = id
+  st[n + 2] = status .. '\t' .. attempts .. '\t' .. due .. '\t' .. cancel .. '\t' .. expires .. '\t' .. runs .. '\t' ..
+    flags .. '\t' .. total .. history
+  w.nstate = n + 2
 end
 
 -- Appends a call's transitions to the events stream as one entry, trimmed approximately.

@@ -1,49 +1,81 @@
--- REAP: takes back jobs whose lease expired (their worker died or hung). The lost
--- run counts as an attempt: the job goes back to its ready list, or ends `failed`
--- when that was its last attempt, so a job that kills its worker cannot loop.
--- Then deletes records whose retention ended (the one-second buckets `gc:<second>`),
--- forgets silent workers, and prunes the listing indexes.
+-- REAP: takes back jobs whose lease expired (their worker died, hung, or lost
+-- Redis). The lost run counts as an attempt: the job goes back to its ready list,
+-- or ends `failed` when that was its last attempt, so a job that kills its
+-- worker cannot loop. The run stays open (see ack.lua): its worker may still
+-- come back with the outcome. (A claim whose reply its worker never got is handed
+-- back uncounted by that worker's next heartbeat, see heartbeat.lua.)
+-- Then deletes records whose retention ended (the one-second buckets
+-- `gc:<second>`) with their listing entries, and forgets silent workers.
 -- KEYS[1]  the events stream (routes the call)
 -- ARGV[1]  tag   ARGV[2] limit (per queue, and for the sweep)   ARGV[3] events maxlen
--- ARGV[4]  failed ttl ms   ARGV[5] index horizon ms   ARGV[6] worker silence ms
+-- ARGV[4]  failed ttl ms   ARGV[5] lease ms
 -- Returns {jobs taken back, records deleted, 1 if the sweep stopped at its limit}.
-local tag, limit, maxlen, failed_ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local horizon, silence = tonumber(ARGV[5]), tonumber(ARGV[6])
+local tag, limit, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local failed_ttl, lease = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
 local w = writer(tag, now)
 local reaped, requeued = 0, false
-local err = 'lease expired: the worker running this attempt stopped responding'
+local expired_err = 'lease expired: the worker running this attempt stopped responding'
+
+-- Leases run on the server's clock while Redis answers. When no REAP ran for a
+-- whole lease, nobody could renew anything either (Redis was unreachable or
+-- asleep, or every worker was paused or down): every lease starts over instead
+-- of expiring, so workers that are still alive renew theirs and record what they
+-- finished meanwhile. A dead worker's jobs come back one lease later.
+local last = tonumber(redis.call('GET', tag .. ':reap:last'))
+redis.call('SET', tag .. ':reap:last', now)
+local outage = last ~= nil and now - last > lease
+
+-- Takes back the expired leases `expired` of one queue.
+local function take_back(q, expired)
+  local states = hmget(tag .. ':state', expired)
+  local specs = hmget(tag .. ':spec', expired)
+  for i, id in ipairs(expired) do
+    local status, attempts, due, cancel, _, history, runs, flags, total = parse_state(states[i])
+    if status == 'running' and specs[i] then
+      local meta = spec_meta(specs[i])
+      local max_attempts = tonumber(string.match(specs[i], '^[^\t]*\t[^\t]*\t[^\t]*\t(%d+)'))
+      if cancel == '1' then
+        transition(w, id, meta, status, 'cancelled', attempts, due, cancel, now + failed_ttl, runs, flags, total,
+          history, expired_err)
+      elseif tonumber(attempts) >= max_attempts then
+        redis.call('ZADD', q .. ':failed', now, id)
+        transition(w, id, meta, status, 'failed', attempts, due, cancel, now + failed_ttl, runs, flags, total,
+          history, expired_err)
+      else
+        transition(w, id, meta, status, 'queued', attempts, due, cancel, 0, runs, listed(flags, true), total, history,
+          expired_err)
+        push(w, q .. ':ready', id)
+        requeued = true
+      end
+      reaped = reaped + 1
+    end
+  end
+  chunked('HDEL', q .. ':running', expired)
+end
 
 for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
   local q = tag .. ':q:' .. queue
   -- The running hash holds at most the jobs in flight: scanning it is cheap.
   local leases = redis.call('HGETALL', q .. ':running')
-  local expired = {}
-  for i = 1, #leases, 2 do
-    if tonumber(leases[i + 1]) <= now and #expired < limit then expired[#expired + 1] = leases[i] end
-  end
-  if #expired > 0 then
-    local states = hmget(tag .. ':state', expired)
-    local specs = hmget(tag .. ':spec', expired)
-    for i, id in ipairs(expired) do
-      local status, attempts, due, cancel, _, history = parse_state(states[i])
-      if status == 'running' and specs[i] then
-        local meta = spec_meta(specs[i])
-        local max_attempts = tonumber(string.match(specs[i], '^[^\t]*\t[^\t]*\t[^\t]*\t(%d+)'))
-        if cancel == '1' then
-          transition(w, id, meta, status, 'cancelled', attempts, due, cancel, now + failed_ttl, history, err)
-        elseif tonumber(attempts) >= max_attempts then
-          redis.call('ZADD', q .. ':failed', now, id)
-          transition(w, id, meta, status, 'failed', attempts, due, cancel, now + failed_ttl, history, err)
-        else
-          transition(w, id, meta, status, 'queued', attempts, due, cancel, 0, history, err)
-          push(w, q .. ':ready', id)
-          requeued = true
-        end
-        reaped = reaped + 1
+  if outage then
+    local restarted, expiry = {}, now + lease
+    for i = 1, #leases, 2 do
+      local at, owner = string.match(leases[i + 1], '^(%d+)(.*)$')
+      if leases[i] ~= RUNNING_PIN and tonumber(at) < expiry then
+        restarted[#restarted + 1] = leases[i]
+        restarted[#restarted + 1] = expiry .. owner
       end
     end
-    chunked('HDEL', q .. ':running', expired)
+    if #restarted > 0 then chunked('HSET', q .. ':running', restarted, 2) end
+  else
+    local expired = {}
+    for i = 1, #leases, 2 do
+      if tonumber(string.match(leases[i + 1], '^%d+')) <= now and #expired < limit then
+        expired[#expired + 1] = leases[i]
+      end
+    end
+    if #expired > 0 then take_back(q, expired) end
   end
   redis.call('ZREMRANGEBYSCORE', q .. ':failed', '-inf', now - failed_ttl)
 end
@@ -54,27 +86,41 @@ if requeued then wake(tag) end
 local swept, budget, steps = 0, limit, 0
 local cursor = tonumber(redis.call('GET', tag .. ':gc:cursor'))
 if cursor then
-  local last = math.floor(now / 1000) - 1
-  while cursor <= last and budget > 0 and steps < 3600 do
+  local last_second = math.floor(now / 1000) - 1
+  while cursor <= last_second and budget > 0 and steps < 3600 do
     local bucket = tag .. ':gc:' .. cursor
     local ids = redis.call('LPOP', bucket, budget)
     if ids then
       budget = budget - #ids
       local states = hmget(tag .. ':state', ids)
-      local gone, ended = {}, {}
+      local gone, ended, seen = {}, {}, {}
       for i, id in ipairs(ids) do
         local status, _, _, _, expires = parse_state(states[i])
-        -- A job retried after it ended is live again: keep it.
-        if (status == 'succeeded' or status == 'failed' or status == 'cancelled') and tonumber(expires) <= now then
+        -- A job retried after it ended is live again: keep it. A job that ended
+        -- twice within one second is in the bucket twice: delete it once.
+        if not seen[id] and (status == 'succeeded' or status == 'failed' or status == 'cancelled')
+          and tonumber(expires) <= now then
+          seen[id] = true
           gone[#gone + 1] = id
           ended[#ended + 1] = status
         end
       end
       if #gone > 0 then
         local specs = hmget(tag .. ':spec', gone)
+        local indexes, order = {}, {}
         for i, spec in ipairs(specs) do
-          if spec then count(w, spec_meta(spec), ended[i], -1) end
+          if spec then
+            local meta = spec_meta(spec)
+            count(w, meta, ended[i], -1)
+            local key = tag .. ':t:' .. string.match(meta, '^[^\t]*') .. ':jobs'
+            if not indexes[key] then
+              indexes[key] = {}
+              order[#order + 1] = key
+            end
+            table.insert(indexes[key], gone[i])
+          end
         end
+        for _, key in ipairs(order) do chunked('ZREM', key, indexes[key]) end
         for _, column in ipairs({':spec', ':state', ':result'}) do
           chunked('HDEL', tag .. column, gone)
         end
@@ -89,10 +135,7 @@ if cursor then
   flush(w, maxlen)
 end
 
-for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do
-  redis.call('ZREMRANGEBYSCORE', tag .. ':t:' .. tenant .. ':jobs', '-inf', (now - horizon) * 1000)
-end
-redis.call('ZREMRANGEBYSCORE', tag .. ':workers', '-inf', now - silence)
+redis.call('ZREMRANGEBYSCORE', tag .. ':workers', '-inf', now - lease * 3)
 -- More to do when the sweep stopped at its record budget or its step bound.
 local more = 0
 if budget <= 0 or steps >= 3600 then more = 1 end

@@ -1,5 +1,6 @@
 -- RETRY_FAILED: queues again, each with a fresh attempt budget, up to `limit`
--- failed jobs of one tenant on one queue, oldest failure first.
+-- failed jobs of one tenant on one queue, oldest failure first. Runs go on
+-- counting (see retry.lua).
 -- KEYS[1]  the queue's failed zset
 -- ARGV[1]  tag   ARGV[2] queue   ARGV[3] tenant   ARGV[4] limit   ARGV[5] events maxlen
 -- Returns {retried, more}: more = 1 when failed jobs may remain (call again).
@@ -19,10 +20,10 @@ while retried < limit and offset < limit * 10 do
   local states = hmget(tag .. ':state', ids)
   local specs = hmget(tag .. ':spec', ids)
   for i, id in ipairs(ids) do
-    local status, _, _, _, _, history = parse_state(states[i])
+    local status, _, _, _, _, history, runs, flags, total = parse_state(states[i])
     if retried < limit and status == 'failed' and specs[i] and string.sub(specs[i], 1, #prefix) == prefix then
-      transition(w, id, spec_meta(specs[i]), status, 'queued', 0, w.now, 0, 0, history)
-      push(w, q .. ':ready', id)
+      if not has(flags, 'l') then push(w, q .. ':ready', id) end
+      transition(w, id, spec_meta(specs[i]), status, 'queued', 0, w.now, 0, 0, runs, 'l', total, history)
       done[#done + 1] = id
       retried = retried + 1
     end

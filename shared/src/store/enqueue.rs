@@ -1,16 +1,14 @@
-//! Building the ENQUEUE call: every record string is made here, so the script
-//! only files ranges of its arguments away.
+//! Building the ENQUEUE call: each job's strings are sent once; the script adds
+//! Redis's time and files them away.
 
 use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, RateLimit, string_at};
 use crate::error::{StoreError, StoreResult};
-use crate::events::entry_body;
-use crate::model::JobStatus;
 use crate::scripts;
 
 impl JobStore {
     /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them
     /// and taking them from the tenant's `limit` bucket (a replay takes nothing).
-    /// Every record string is built here, so the script only files them away. All
+    /// The script stamps every job with Redis's time, which `Created` returns. All
     /// jobs of one call belong to one tenant (one request).
     pub async fn enqueue(
         &self,
@@ -18,37 +16,27 @@ impl JobStore {
         idempotency: Option<&IdempotencyClaim>,
         limit: Option<RateLimit>,
     ) -> StoreResult<EnqueueOutcome> {
-        let now = chrono::Utc::now().timestamp_millis();
+        let tenant = jobs.first().map_or("default", |job| job.tenant.as_str());
+        debug_assert!(jobs.iter().all(|job| job.tenant == tenant), "one tenant per enqueue");
         let mut call = scripts::ENQUEUE.key(self.keys.events());
         call.arg(self.keys.tag()).arg(self.config.events_maxlen);
         match idempotency {
-            Some(claim) => {
-                let tenant = jobs.first().map_or("default", |job| job.tenant.as_str());
-                call.arg(self.keys.idempotency(tenant, &claim.key)).arg(&claim.fingerprint)
-            }
+            Some(claim) => call.arg(self.keys.idempotency(tenant, &claim.key)).arg(&claim.fingerprint),
             None => call.arg("").arg(""),
         };
         let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
         call.arg(self.config.idempotency_ttl.as_secs().max(1)).arg(ids.join(","));
-        let due = |job: &NewJob| job.run_at_ms.max(now);
-        let status = |job: &NewJob| if job.run_at_ms > now { JobStatus::Scheduled } else { JobStatus::Queued };
-        let events = entry_body(jobs.iter().map(|job| {
-            (job.id.as_str(), format!("{}\t{}\t{}\t{}\t0\t{now}\t", job.tenant, job.kind, job.queue, status(job)))
-        }));
-        let tenant = jobs.first().map_or("default", |job| job.tenant.as_str());
-        debug_assert!(jobs.iter().all(|job| job.tenant == tenant), "one tenant per enqueue");
-        call.arg(events).arg(tenant).arg(now).arg(jobs.len());
+        call.arg(tenant).arg(jobs.len());
         let limit = limit.filter(|limit| limit.per_sec > 0);
         call.arg(limit.map_or(0, |l| l.per_sec)).arg(limit.map_or(0, |l| l.burst));
-        // Jobs go in queue order (stable, so each queue keeps submission order), making
-        // every queue's ready or scheduled jobs one contiguous range.
+        // Jobs go in queue order (stable, so each queue keeps submission order),
+        // making every queue's jobs one contiguous range.
         let mut order: Vec<&NewJob> = jobs.iter().collect();
-        order.sort_by(|a, b| (a.queue.as_str(), a.run_at_ms > now).cmp(&(b.queue.as_str(), b.run_at_ms > now)));
+        order.sort_by(|a, b| a.queue.cmp(&b.queue));
         for job in &order {
-            let status = status(job);
             call.arg(&job.id)
                 .arg(format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{now}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     job.tenant,
                     job.kind,
                     job.queue,
@@ -56,24 +44,23 @@ impl JobStore {
                     job.timeout_ms,
                     job.backoff_base_ms,
                     job.backoff_cap_ms,
-                    job.payload
                 ))
-                .arg(format!("{status}\t0\t{}\t0\t0\n{status}\t0\t{now}\t", due(job)));
+                .arg(&job.payload)
+                .arg(job.when.arg());
         }
-        let ranges = ranges(&order, now);
+        let ranges = ranges(&order);
         call.arg(ranges.len());
-        for (queue, scheduled, from, members) in ranges {
-            call.arg(queue).arg(if scheduled { "s" } else { "r" }).arg(from).arg(members.len());
-            if scheduled {
-                for job in members {
-                    call.arg(job.run_at_ms);
-                }
-            }
+        for (queue, first, count) in ranges {
+            call.arg(queue).arg(first).arg(count);
         }
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
         let tag = string_at(&reply, 0)?;
         match tag.as_str() {
-            "created" => Ok(EnqueueOutcome::Created { at_ms: now }),
+            "created" => {
+                let at_ms = reply.get(1).and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok());
+                let at_ms = at_ms.ok_or_else(|| StoreError::Corrupt("enqueue replied without its time".into()))?;
+                Ok(EnqueueOutcome::Created { at_ms })
+            }
             "replay" => {
                 Ok(EnqueueOutcome::Replayed { ids: string_at(&reply, 1)?.split(',').map(str::to_owned).collect() })
             }
@@ -87,17 +74,14 @@ impl JobStore {
     }
 }
 
-/// One queue's ready (or scheduled) jobs: `(queue, scheduled, first index, jobs)`.
-type Range<'a> = (&'a str, bool, usize, Vec<&'a NewJob>);
-
-/// Splits jobs already in queue order into contiguous ranges of one queue and kind.
-fn ranges<'a>(order: &[&'a NewJob], now: i64) -> Vec<Range<'a>> {
-    let mut ranges: Vec<Range<'a>> = Vec::new();
+/// Splits jobs already in queue order into contiguous ranges of one queue:
+/// `(queue, first index, count)`.
+fn ranges<'a>(order: &[&'a NewJob]) -> Vec<(&'a str, usize, usize)> {
+    let mut ranges: Vec<(&'a str, usize, usize)> = Vec::new();
     for (index, job) in order.iter().enumerate() {
-        let scheduled = job.run_at_ms > now;
         match ranges.last_mut() {
-            Some((queue, kind, _, members)) if *queue == job.queue && *kind == scheduled => members.push(job),
-            _ => ranges.push((job.queue.as_str(), scheduled, index, vec![job])),
+            Some((queue, _, count)) if *queue == job.queue => *count += 1,
+            _ => ranges.push((job.queue.as_str(), index, 1)),
         }
     }
     ranges

@@ -25,7 +25,7 @@ pub use types::*;
 
 use crate::error::{StoreError, StoreResult};
 use crate::keys::Keys;
-use crate::model::{HistoryEntry, JobRecord, JobStatus, State, from_millis};
+use crate::model::{History, JobRecord, JobStatus, State, from_millis};
 use crate::scripts;
 
 /// Retention and trimming settings every writer applies.
@@ -80,7 +80,7 @@ impl JobStore {
     }
 
     /// A job of `tenant` with its history; `None` if unknown, expired or another tenant's.
-    pub async fn get(&self, tenant: &str, id: &str) -> StoreResult<Option<(JobRecord, Vec<HistoryEntry>)>> {
+    pub async fn get(&self, tenant: &str, id: &str) -> StoreResult<Option<(JobRecord, History)>> {
         Ok(self
             .records(std::slice::from_ref(&id.to_owned()))
             .await?
@@ -90,7 +90,7 @@ impl JobStore {
     }
 
     /// Reads records with their histories in one round trip; `None` for those gone.
-    async fn records(&self, ids: &[String]) -> StoreResult<Vec<Option<(JobRecord, Vec<HistoryEntry>)>>> {
+    async fn records(&self, ids: &[String]) -> StoreResult<Vec<Option<(JobRecord, History)>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

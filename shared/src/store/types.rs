@@ -15,10 +15,41 @@ pub struct NewJob {
     pub payload: String,
     pub max_attempts: u32,
     pub timeout_ms: u64,
-    /// When to run, in ms since the epoch; 0 = now.
-    pub run_at_ms: i64,
+    pub when: When,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
+}
+
+/// When a new job is first due. Delays count from the moment Redis stores the
+/// job, on Redis's clock, so the API host's clock plays no part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum When {
+    #[default]
+    Now,
+    /// This many milliseconds after it is stored.
+    After(u64),
+    /// At this time, in ms since the epoch; a time already past means now.
+    At(i64),
+}
+
+impl When {
+    /// The due time of a job stored at `now_ms`.
+    pub fn due_ms(self, now_ms: i64) -> i64 {
+        match self {
+            Self::Now => now_ms,
+            Self::After(delay) => now_ms + delay as i64,
+            Self::At(at) => at.max(now_ms),
+        }
+    }
+
+    /// How ENQUEUE reads it (see enqueue.lua).
+    pub(crate) fn arg(self) -> String {
+        match self {
+            Self::Now => String::new(),
+            Self::After(delay) => format!("+{delay}"),
+            Self::At(at) => format!("@{at}"),
+        }
+    }
 }
 
 /// An `Idempotency-Key` to claim together with the jobs it creates.

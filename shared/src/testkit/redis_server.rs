@@ -106,6 +106,27 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOPs the server: it stops answering, but connections stay open and
+    /// whatever clients send meanwhile is run, in order, once it is thawed, as
+    /// after a long `DEBUG SLEEP`.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONTs a frozen server.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("testkit: cannot run kill: {e}"));
+        assert!(status.success(), "testkit: kill {signal} {} failed", self.pid);
+    }
+
     /// Kills the server if it is running, then starts a new one on the same port
     /// and directory, so the AOF is replayed; returns once it answers PING.
     ///
@@ -157,6 +178,8 @@ fn spawn_ready(port: u16, dir: &Path) -> Result<Child, SpawnError> {
     let spawned = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--daemonize", "no"])
         .args(["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""])
+        // Fault injection (`DEBUG SLEEP`) from the tests, which connect over loopback.
+        .args(["--enable-debug-command", "local"])
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")

@@ -90,6 +90,8 @@ fn split_message(data: &str) -> (&str, &str) {
 #[derive(Debug, Default)]
 struct Shared {
     mode: SmtpMode,
+    /// How long the answer to a message's final `.` is held back.
+    reply_delay: Duration,
     mailbox: Vec<ReceivedMail>,
     rcpt_attempts: usize,
 }
@@ -148,6 +150,13 @@ impl SmtpServer {
     /// Changes how the following `RCPT TO` commands are answered.
     pub fn set_mode(&self, mode: SmtpMode) {
         lock(&self.shared).mode = mode;
+    }
+
+    /// Holds back the answer to each message's final `.` for `delay`: the message
+    /// is already in the mailbox, but its sender does not know yet, as with a
+    /// slow or overloaded mail server.
+    pub fn set_reply_delay(&self, delay: Duration) {
+        lock(&self.shared).reply_delay = delay;
     }
 
     /// The current mode; `TempFailTimes(n)` counts down as failures are served.
@@ -224,13 +233,18 @@ impl Handler for Recorder {
     }
 
     fn data_end(&mut self) -> Response {
+        let mut delay = Duration::ZERO;
         if let Some(message) = self.open.take() {
-            lock(&self.shared).mailbox.push(ReceivedMail {
+            let mut shared = lock(&self.shared);
+            shared.mailbox.push(ReceivedMail {
                 from: message.from,
                 to: message.to,
                 data: String::from_utf8_lossy(&message.data).into_owned(),
             });
+            delay = shared.reply_delay;
         }
+        // Each session has its own thread: holding this one back delays only this sender.
+        thread::sleep(delay);
         response::OK
     }
 }

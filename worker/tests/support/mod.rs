@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod proxy;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,6 +88,41 @@ impl WorkerProcess {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGSTOP: the process freezes mid-whatever, timers and sockets included.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// SIGCONT: the frozen process carries on as if no time had passed.
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+}
+
+/// Sends `signal` (e.g. `-STOP`) to `pid`, a process this test started.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// A worker process's log (its stderr), in a file the test can read while it runs.
+pub struct WorkerLog {
+    file: tempfile::NamedTempFile,
+}
+
+impl WorkerLog {
+    pub fn new() -> Self {
+        Self { file: tempfile::NamedTempFile::new().expect("log file") }
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(self.file.path()).unwrap_or_default()
+    }
+
+    fn sink(&self) -> std::fs::File {
+        self.file.reopen().expect("log file reopens")
     }
 }
 
@@ -215,6 +251,11 @@ impl System {
         self.spawn_worker_process_logging_to(env, Stdio::null())
     }
 
+    /// A real `worker` process whose log (stderr) goes to `log`, which the test can read.
+    pub fn spawn_logged_worker_process(&self, env: &[(&str, &str)], log: &WorkerLog) -> WorkerProcess {
+        self.spawn_worker_process_logging_to(env, log.sink())
+    }
+
     /// A real `worker` process whose log (stderr) goes to `log`.
     pub fn spawn_worker_process_logging_to(&self, env: &[(&str, &str)], log: impl Into<Stdio>) -> WorkerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
@@ -334,6 +375,17 @@ impl Drop for System {
             task.abort();
         }
     }
+}
+
+/// Scrapes a worker's Prometheus page at `addr` (its `METRICS_ADDR`); `None` while it does not answer.
+pub async fn scrape(addr: &str) -> Option<String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+    client.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()
+}
+
+/// The value of one sample (`name{labels} value`) in a Prometheus text page.
+pub fn sample(page: &str, name_and_labels: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
 /// Polls `check` until it returns `Some`, for at most `within`.

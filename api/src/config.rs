@@ -130,9 +130,38 @@ pub struct ApiConfig {
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", value_name = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind_addr: SocketAddr,
+    #[command(flatten)]
+    pub durability: DurabilityArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", value_name = "MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
     pub max_body_bytes: u64,
+}
+
+/// What a submission waits for before its `202`, beyond Redis's memory.
+#[derive(Args, Debug, Clone)]
+pub struct DurabilityArgs {
+    /// Replicas that must hold a new job before the API answers 202 (Redis `WAIT`);
+    /// 0 = none. Makes a failover to a replica lose no acknowledged job.
+    #[arg(long, env = "ENQUEUE_WAIT_REPLICAS", value_name = "ENQUEUE_WAIT_REPLICAS", default_value_t = 0)]
+    pub enqueue_wait_replicas: u32,
+    /// Also wait until the job is in the primary's fsynced append-only file
+    /// (`WAITAOF`, Redis 7.2 or newer): a crash of the primary's host loses no
+    /// acknowledged job.
+    #[arg(long, env = "ENQUEUE_WAIT_AOF", value_name = "ENQUEUE_WAIT_AOF", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enqueue_wait_aof: bool,
+    /// Longest wait, in ms; past it the answer is `503 not_replicated`.
+    #[arg(long, env = "ENQUEUE_WAIT_TIMEOUT_MS", value_name = "ENQUEUE_WAIT_TIMEOUT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub enqueue_wait_timeout_ms: u64,
+}
+
+impl DurabilityArgs {
+    pub fn durability(&self) -> shared::store::Durability {
+        shared::store::Durability {
+            replicas: self.enqueue_wait_replicas,
+            local_aof: self.enqueue_wait_aof,
+            timeout: std::time::Duration::from_millis(self.enqueue_wait_timeout_ms),
+        }
+    }
 }
 
 impl ApiConfig {

@@ -66,6 +66,12 @@ pub enum ApiError {
     /// not have taken effect. The text says how to retry safely.
     #[error("storage stopped answering after the request reached it, so it may or may not have taken effect; {0}")]
     OutcomeUnknown(&'static str),
+    /// 503 — the job is stored, but not yet on the replicas (or disk) the API
+    /// waits for: it will run unless Redis fails over before it is copied.
+    #[error(
+        "the job is stored, but {0}; it will run unless Redis fails over first. Retrying with the same Idempotency-Key is safe (it answers with the job); retrying without one may create a duplicate"
+    )]
+    NotReplicated(String),
     /// 500 — anything else; details are logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -86,7 +92,7 @@ pub struct Problem<'a> {
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
     /// `unknown_type`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
     /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`, `upgrade_required`,
-    /// `rate_limited`, `unavailable`, `outcome_unknown` or `internal`.
+    /// `rate_limited`, `unavailable`, `outcome_unknown`, `not_replicated` or `internal`.
     code: &'static str,
     /// For people; may change wording.
     message: String,
@@ -112,7 +118,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,6 +142,7 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
+            Self::NotReplicated(_) => "not_replicated",
             Self::Internal(_) => "internal",
         }
     }
@@ -175,7 +182,7 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self {
-            Self::Unavailable | Self::OutcomeUnknown(_) => {
+            Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited(seconds) => {
@@ -212,7 +219,10 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     /// For writes: a lost reply is an unknown outcome, with `advice` on retrying.
     pub fn from_write(err: StoreError, advice: &'static str) -> Self {
-        if err.is_outcome_unknown() {
+        if let StoreError::NotDurable { replicas, wanted, aof } = err {
+            tracing::warn!(replicas, wanted, "a new job was not confirmed on its replicas in time");
+            Self::NotReplicated(format!("only {replicas} of the {wanted} replicas confirmed it within the wait{aof}"))
+        } else if err.is_outcome_unknown() {
             tracing::warn!(error = %err, "redis reply lost after a write was sent");
             Self::OutcomeUnknown(advice)
         } else {

@@ -109,7 +109,12 @@ async fn prepare(mut conn: ConnectionManager, config: &ApiConfig) -> anyhow::Res
     for warning in shared::store::durability_warnings(&mut conn).await {
         tracing::warn!("{warning}");
     }
-    Ok(JobStore::new(conn, config.retention.store_config(&config.redis.redis_prefix)))
+    let durability = config.durability.durability();
+    for warning in shared::store::check_durability(&mut conn, durability).await? {
+        tracing::warn!("{warning}");
+    }
+    let store = JobStore::new(conn, config.retention.store_config(&config.redis.redis_prefix));
+    Ok(store.with_durability(&config.redis.redis_url, durability, REDIS_TIMEOUT).await?)
 }
 
 async fn connect_later(state: AppState, config: ApiConfig) {

@@ -13,6 +13,13 @@ pub enum StoreError {
     /// `Unavailable`, but a write must not be reported as not done.
     #[error("redis reply lost: {0}")]
     OutcomeUnknown(redis::RedisError),
+    /// The write is in Redis's memory, but not on as many replicas (or not on the
+    /// local disk) as the enqueue must wait for, within its timeout.
+    #[error("stored, but confirmed on {replicas} of {wanted} replicas{aof} within the wait")]
+    NotDurable { replicas: u32, wanted: u32, aof: &'static str },
+    /// This Redis cannot do what the configuration asks of it.
+    #[error("{0}")]
+    Unsupported(String),
     /// Redis answered with an error the system did not expect (a script error, a wrong type).
     #[error("redis error: {0}")]
     Redis(redis::RedisError),

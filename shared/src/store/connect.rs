@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::Durability;
 use crate::error::{StoreError, StoreResult};
 
 /// Opens a reconnecting, multiplexed connection. Commands fail fast (and the
@@ -61,4 +62,37 @@ pub async fn durability_warnings(conn: &mut ConnectionManager) -> Vec<String> {
         warnings.push("redis persistence is off (appendonly no, no save points): a Redis restart loses every job; turn on appendonly".into());
     }
     warnings
+}
+
+/// Checks that this Redis can give the durability asked for. Errs when it
+/// cannot (`WAITAOF` needs Redis 7.2); warns when fewer replicas are connected
+/// now than every enqueue will wait for.
+pub async fn check_durability(conn: &mut ConnectionManager, durability: Durability) -> StoreResult<Vec<String>> {
+    let mut warnings = Vec::new();
+    if !durability.waits() {
+        return Ok(warnings);
+    }
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    let version = field(&info, "redis_version").unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if durability.local_aof && (major, minor) < (7, 2) {
+        return Err(StoreError::Unsupported(format!(
+            "ENQUEUE_WAIT_AOF needs WAITAOF, which Redis has from 7.2 on; this one is {version}"
+        )));
+    }
+    let replication: String = redis::cmd("INFO").arg("replication").query_async(conn).await?;
+    let connected: u32 = field(&replication, "connected_slaves").and_then(|n| n.parse().ok()).unwrap_or(0);
+    if connected < durability.replicas {
+        warnings.push(format!(
+            "enqueues wait for {} replicas and {connected} are connected: until more are, every enqueue fails after its wait",
+            durability.replicas
+        ));
+    }
+    Ok(warnings)
+}
+
+/// The value of `name:` in an `INFO` reply.
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
 }

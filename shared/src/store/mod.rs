@@ -8,6 +8,7 @@
 //! - `stream.rs` — the events stream for live subscribers (snapshots, history).
 
 mod connect;
+mod durable;
 mod enqueue;
 mod listing;
 mod stream;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
-pub use connect::{connect, connect_with_retry, durability_warnings};
+pub use connect::{check_durability, connect, connect_with_retry, durability_warnings};
 pub use stream::{Snapshot, body as event_body, last_event_of};
 pub use types::*;
 
@@ -60,11 +61,28 @@ pub struct JobStore {
     conn: ConnectionManager,
     keys: Keys,
     config: StoreConfig,
+    /// Set when enqueues wait for replicas or the disk before they answer.
+    durable: Option<std::sync::Arc<durable::Durable>>,
 }
 
 impl JobStore {
     pub fn new(conn: ConnectionManager, config: StoreConfig) -> Self {
-        Self { keys: Keys::new(&config.prefix), conn, config }
+        Self { keys: Keys::new(&config.prefix), conn, config, durable: None }
+    }
+
+    /// Makes every enqueue wait as `durability` says before it answers, over
+    /// connections of its own to `url` (see `durable.rs`).
+    pub async fn with_durability(
+        mut self,
+        url: &str,
+        durability: Durability,
+        response_timeout: Duration,
+    ) -> StoreResult<Self> {
+        if durability.waits() {
+            let durable = durable::Durable::connect(url, durability, response_timeout).await?;
+            self.durable = Some(std::sync::Arc::new(durable));
+        }
+        Ok(self)
     }
 
     pub fn keys(&self) -> &Keys {

@@ -52,6 +52,27 @@ impl When {
     }
 }
 
+/// What an enqueue waits for before it answers, beyond Redis's memory: copies on
+/// replicas (`WAIT`) and the local append-only file on disk (`WAITAOF`, Redis ≥
+/// 7.2). Without it, an acknowledged job survives a crash of the Redis process
+/// (AOF `everysec`), but not a crash of its host or a failover to a replica:
+/// those lose up to about a second of acknowledged jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    /// Replicas that must hold the write; 0 = none.
+    pub replicas: u32,
+    /// Wait for the local AOF fsync too.
+    pub local_aof: bool,
+    /// Longest wait; past it the enqueue fails with [`crate::error::StoreError::NotDurable`].
+    pub timeout: std::time::Duration,
+}
+
+impl Durability {
+    pub fn waits(&self) -> bool {
+        self.replicas > 0 || self.local_aof
+    }
+}
+
 /// An `Idempotency-Key` to claim together with the jobs it creates.
 #[derive(Debug, Clone)]
 pub struct IdempotencyClaim {

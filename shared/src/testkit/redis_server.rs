@@ -40,6 +40,8 @@ pub struct RedisServer {
     pid: u32,
     /// `None` while killed.
     child: Option<Child>,
+    /// Extra `redis-server` arguments, kept across restarts (`--replicaof …`).
+    extra: Vec<String>,
     /// Kept across restarts so the AOF is reloaded; declared last so it is
     /// removed only after `Drop` has killed the process using it.
     dir: TempDir,
@@ -61,6 +63,33 @@ impl RedisServer {
     /// # Panics
     /// If `redis-server` is not on PATH or does not become ready within 10 s.
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// A replica of the Redis on `127.0.0.1:<primary_port>` (`--replicaof`; the
+    /// port may be a proxy's), returned once its first sync is done.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`], or if the sync takes over 10 s.
+    pub fn start_replica_of(primary_port: u16) -> Self {
+        let replica = Self::start_with(vec!["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()]);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !command_reply(replica.port, "INFO replication")
+            .is_some_and(|info| info.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "testkit: the replica on port {} never synced", replica.port);
+            thread::sleep(PROBE_INTERVAL);
+        }
+        replica
+    }
+
+    /// Turns a replica into a primary (`REPLICAOF NO ONE`), as a failover does.
+    pub fn promote(&self) {
+        let reply = command_reply(self.port, "REPLICAOF NO ONE");
+        assert!(reply.as_deref().is_some_and(|r| r.starts_with("+OK")), "testkit: promote failed: {reply:?}");
+    }
+
+    fn start_with(extra: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("testkit-redis-")
             .tempdir()
@@ -68,8 +97,8 @@ impl RedisServer {
         let mut last_exit = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match spawn_ready(port, dir.path()) {
-                Ok(child) => return Self { port, pid: child.id(), child: Some(child), dir },
+            match spawn_ready(port, dir.path(), &extra) {
+                Ok(child) => return Self { port, pid: child.id(), child: Some(child), extra, dir },
                 Err(SpawnError::Exited(why)) => last_exit = why,
                 Err(e) => fail(e),
             }
@@ -136,7 +165,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + RESTART_RETRY_FOR;
         loop {
-            match spawn_ready(self.port, self.dir.path()) {
+            match spawn_ready(self.port, self.dir.path(), &self.extra) {
                 Ok(child) => {
                     self.pid = child.id();
                     self.child = Some(child);
@@ -169,7 +198,7 @@ fn fail(error: SpawnError) -> ! {
 
 /// Spawns `redis-server` on `port` with data in `dir` and waits until it is
 /// the process answering PING there.
-fn spawn_ready(port: u16, dir: &Path) -> Result<Child, SpawnError> {
+fn spawn_ready(port: u16, dir: &Path, extra: &[String]) -> Result<Child, SpawnError> {
     let stderr = File::options()
         .create(true)
         .append(true)
@@ -184,6 +213,7 @@ fn spawn_ready(port: u16, dir: &Path) -> Result<Child, SpawnError> {
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join(LOG_FILE))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -246,6 +276,17 @@ fn probe(port: u16) -> Option<u32> {
         }
         reply.extend_from_slice(&chunk[..read]);
     }
+}
+
+/// Sends one inline command and returns what arrives within a moment (a short
+/// reply, or the start of a long one); `None` if the server does not answer.
+fn command_reply(port: u16, line: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), PROBE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+    let mut chunk = [0u8; 8192];
+    let read = stream.read(&mut chunk).ok()?;
+    Some(String::from_utf8_lossy(&chunk[..read]).into_owned())
 }
 
 /// The `process_id` field of an `INFO` reply, once its line is complete.

@@ -37,6 +37,10 @@ impl Proxy {
         Self { port, partitioned }
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `redis://127.0.0.1:<proxy port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

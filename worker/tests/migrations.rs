@@ -224,3 +224,98 @@ async fn the_short_event_lines_migration_pins_every_leases_hash() {
         assert_eq!(encoding, "hashtable", "{queue}");
     }
 }
+
+/// Rewrites every state header in the v3 form (five fields) and every lease
+/// without its holder, as a deployment of schema 3 stored them.
+async fn back_to_schema_3(conn: &mut ConnectionManager, keys: &Keys, queues: &[&str]) {
+    let states: HashMap<String, String> = conn.hgetall(keys.state()).await.unwrap();
+    for (id, state) in states {
+        let (header, history) = state.split_once('\n').unwrap_or((&state, ""));
+        let old: Vec<&str> = header.split('\t').take(5).collect();
+        let () = conn.hset(keys.state(), id, format!("{}\n{history}", old.join("\t"))).await.unwrap();
+    }
+    for queue in queues {
+        let leases: HashMap<String, String> = conn.hgetall(keys.running(queue)).await.unwrap();
+        for (id, lease) in leases.into_iter().filter(|(id, _)| id != shared::keys::RUNNING_PIN) {
+            let expiry = lease.split('\t').next().unwrap().to_owned();
+            let () = conn.hset(keys.running(queue), id, expiry).await.unwrap();
+        }
+    }
+    let () = conn.hdel(keys.migrations(), "0004_fencing_tokens").await.unwrap();
+    let () = conn.set(keys.schema_version(), 3).await.unwrap();
+}
+
+/// 0004: a deployment of schema 3 with jobs in every state upgrades in place.
+/// Its headers are read as they are, its leases are marked held, and every job
+/// goes on to the end it would have had.
+#[tokio::test]
+async fn a_schema_3_deployment_with_jobs_in_every_state_upgrades_to_fencing_tokens() {
+    let system = support::System::start().await;
+    let post = |body: serde_json::Value| system.submit(body);
+    let worker = system.spawn_worker_with(|c| c.queues = vec!["default".into()]);
+    let succeeded = post(serde_json::json!({"type": "noop"})).await;
+    let failed = post(serde_json::json!({"type": "fail", "payload": {"times": 1, "permanent": true}})).await;
+    let retrying = post(serde_json::json!({"type": "fail", "payload": {"times": 1}, "backoff_base_ms": 4000})).await;
+    for (id, status) in [(&succeeded, "succeeded"), (&failed, "failed"), (&retrying, "retrying")] {
+        system.wait_for_status(id, status, Duration::from_secs(15)).await;
+    }
+    worker.shutdown().await.unwrap();
+    let queued = post(serde_json::json!({"type": "noop", "queue": "parked"})).await;
+    let cancelled = post(serde_json::json!({"type": "noop", "queue": "parked"})).await;
+    let (status, _, _) = system.post(&format!("/v1/jobs/{cancelled}/cancel"), &serde_json::json!({}), &[]).await;
+    assert!(status.is_success());
+    let scheduled = post(serde_json::json!({"type": "noop", "delay_ms": 3000})).await;
+    // A run whose worker died: its job stays `running` under a lease nobody renews.
+    let mut doomed = system.spawn_worker_process(&[("QUEUES", "slow")]);
+    let running = post(serde_json::json!({"type": "sleep", "payload": {"ms": 2000}, "queue": "slow"})).await;
+    system.wait_for_status(&running, "running", Duration::from_secs(10)).await;
+    doomed.kill();
+
+    let keys = Keys::new(&system.prefix);
+    let mut conn = system.redis_conn().await;
+    back_to_schema_3(&mut conn, &keys, &["default", "parked", "slow"]).await;
+    // Schema 3 took a cancelled job off its list.
+    let () = conn.lrem(keys.ready("parked"), 1, &cancelled).await.unwrap();
+    let before: Vec<serde_json::Value> = {
+        let mut records = Vec::new();
+        for id in [&succeeded, &failed, &retrying, &queued, &cancelled, &scheduled, &running] {
+            records.push(system.job(id).await);
+        }
+        records
+    };
+
+    assert_eq!(migrate::run(&mut conn, &keys).await.unwrap(), ["0004_fencing_tokens"]);
+    let lease: String = conn.hget(keys.running("slow"), &running).await.unwrap();
+    assert!(lease.ends_with("\tschema-3"), "{lease}");
+    for (id, old) in [&succeeded, &failed, &retrying, &queued, &cancelled, &scheduled, &running].iter().zip(&before) {
+        assert_eq!(&system.job(id).await, old, "a schema-3 record reads the same");
+        assert!(!system.history(id).await.is_empty());
+    }
+
+    // Every live job reaches its end; the dead worker's run is taken back and counted.
+    let _worker = system.spawn_worker_process(&[]);
+    for id in [&queued, &scheduled, &retrying] {
+        system.wait_for_status(id, "succeeded", Duration::from_secs(20)).await;
+    }
+    let rerun = system.wait_for_status(&running, "succeeded", Duration::from_secs(20)).await;
+    assert_eq!(rerun["attempts"], 2, "{rerun}");
+    for id in [&failed, &cancelled] {
+        let (status, body, _) = system.post(&format!("/v1/jobs/{id}/retry"), &serde_json::json!({}), &[]).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    }
+    system.wait_for_status(&cancelled, "succeeded", Duration::from_secs(20)).await;
+    system.wait_for_status(&failed, "failed", Duration::from_secs(20)).await;
+
+    // The counts the scripts kept agree with a recount of the records.
+    let states: HashMap<String, String> = conn.hgetall(keys.state()).await.unwrap();
+    let specs: HashMap<String, String> = conn.hgetall(keys.spec()).await.unwrap();
+    let mut recount: HashMap<String, i64> = HashMap::new();
+    for (id, state) in &states {
+        let spec = shared::model::Spec::parse(&specs[id]).unwrap();
+        let status = shared::model::State::parse(state.lines().next().unwrap()).unwrap().status;
+        *recount.entry(format!("{}\t{status}", spec.queue)).or_default() += 1;
+    }
+    let mut counts: HashMap<String, i64> = conn.hgetall(keys.tenant_counts(support::TENANT)).await.unwrap();
+    counts.retain(|_, n| *n != 0);
+    assert_eq!(counts, recount);
+}

@@ -48,6 +48,9 @@ async fn a_sent_email_carries_the_workers_sender_every_recipient_and_a_message_i
     assert_eq!(mail.header("To").as_deref(), Some("ada@example.org, grace@example.net"), "{}", mail.data);
     assert_eq!(mail.header("Subject").as_deref(), Some("Quarterly report"));
     assert_eq!(mail.header("Message-ID"), Some(message_id));
+    assert_eq!(mail.header("X-Job-Id").as_deref(), Some(id.as_str()));
+    assert_eq!(mail.header("X-Job-Run").as_deref(), Some("1"), "the job's first run");
+    assert_eq!(record["result"]["run"], 1, "{record}");
     let content_type = mail.header("Content-Type").unwrap_or_default();
     assert!(content_type.starts_with("text/plain"), "a text-only mail is text/plain: {content_type}");
     assert!(mail.body().contains("Numbers attached."), "{}", mail.data);

@@ -1,12 +1,14 @@
 //! `email.send` — one email over SMTP with lettre.
 //!
 //! Addresses are checked at enqueue. The `Message-ID` is derived from the job id,
-//! so a mail delivered twice (at-least-once) is recognisable as the same mail.
+//! so a mail delivered twice (at-least-once) is recognisable as the same mail;
+//! `X-Job-Id` and `X-Job-Run` say which job and which run of it sent it.
 //! SMTP 4xx replies and connection errors are retried; 5xx replies fail the job.
 
 use std::time::Duration;
 
-use lettre::message::{Mailbox, MultiPart, header::ContentType};
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Deserializer};
@@ -94,6 +96,31 @@ pub struct MailerConfig {
     pub timeout: Duration,
 }
 
+/// `X-Job-Id` / `X-Job-Run`: which job, and which run of it, sent a message.
+macro_rules! job_header {
+    ($type:ident, $name:literal) => {
+        #[derive(Debug, Clone)]
+        struct $type(String);
+
+        impl Header for $type {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($name)
+            }
+
+            fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(Self(s.to_owned()))
+            }
+
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), self.0.clone())
+            }
+        }
+    };
+}
+
+job_header!(JobIdHeader, "X-Job-Id");
+job_header!(JobRunHeader, "X-Job-Run");
+
 /// A pooled SMTP client shared by the handlers of one worker.
 #[derive(Clone)]
 pub struct Mailer {
@@ -134,7 +161,9 @@ impl JobType for EmailSend {
         let mut builder = Message::builder()
             .from(mailer.from.clone())
             .subject(self.subject)
-            .message_id(Some(mailer.message_id(&ctx.id)));
+            .message_id(Some(mailer.message_id(&ctx.id)))
+            .header(JobIdHeader(ctx.id.clone()))
+            .header(JobRunHeader(ctx.run.to_string()));
         for address in &self.to {
             let mailbox = address
                 .parse::<Mailbox>()
@@ -154,6 +183,7 @@ impl JobType for EmailSend {
                 Ok(serde_json::json!({
                     "message_id": mailer.message_id(&ctx.id),
                     "smtp_code": response.code().to_string(),
+                    "run": ctx.run,
                 }))
             }
             Err(err) if err.is_permanent() => {

@@ -89,6 +89,12 @@ impl RedisServer {
         assert!(reply.as_deref().is_some_and(|r| r.starts_with("+OK")), "testkit: promote failed: {reply:?}");
     }
 
+    /// [`RedisServer::start`] with more `redis-server` arguments, kept across
+    /// restarts; a later argument overrides the harness's (`--appendfsync always`).
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_with(args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
     fn start_with(extra: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("testkit-redis-")

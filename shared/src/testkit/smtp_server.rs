@@ -14,7 +14,7 @@ use mailin_embedded::{Handler, Response, Server, response};
 /// Sessions served at once. mailin-embedded holds a pool thread for a
 /// connection's whole life, and a pooled SMTP client keeps idle connections
 /// open, so a small pool would queue new connections behind idle ones.
-const SESSION_THREADS: u32 = 64;
+const SESSION_THREADS: u32 = 128;
 /// How often [`SmtpServer::wait_for_messages`] looks at the mailbox.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 

@@ -168,8 +168,12 @@ impl System {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut ApiConfig)) -> Self {
+        Self::start_on(RedisServer::start(), tune).await
+    }
+
+    /// [`Self::start_with`] on a Redis the test started itself.
+    pub async fn start_on(redis: RedisServer, tune: impl FnOnce(&mut ApiConfig)) -> Self {
         shared::telemetry::init(shared::config::LogFormat::Text);
-        let redis = RedisServer::start();
         let smtp = SmtpServer::start();
         let prefix = format!("t{}", std::process::id());
         let mut system = Self {

@@ -177,15 +177,7 @@ fn outcome<T: serde::Serialize>(attempt: Attempt, result: &Result<T, BoxDynError
     };
     metrics::counter!("jobs_attempts_total", "queue" => attempt.queue.clone(), "type" => attempt.kind, "outcome" => label)
         .increment(1);
-    Outcome {
-        key: attempt.key,
-        meta: attempt.meta,
-        queue: attempt.queue,
-        attempt: attempt.attempt,
-        kind,
-        retry_delay,
-        text,
-    }
+    Outcome { key: attempt.key, meta: attempt.meta, queue: attempt.queue, kind, retry_delay, text }
 }
 
 /// Sorts a failed attempt: permanent failures end the job; everything else —

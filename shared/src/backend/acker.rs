@@ -175,7 +175,7 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
         for (queue, members) in by_queue {
             call.arg(queue).arg(members.len());
             for outcome in members {
-                call.arg(&outcome.key.0).arg(&outcome.meta).arg(outcome.key.1).arg(outcome.attempt);
+                call.arg(&outcome.key.0).arg(&outcome.meta).arg(outcome.key.1);
                 match outcome.kind {
                     OutcomeKind::Retry => call.arg(outcome.retry_delay.as_millis() as u64),
                     kind => call.arg(kind.as_str()),

@@ -141,7 +141,6 @@ struct Outcome {
     key: RunKey,
     meta: String,
     queue: String,
-    attempt: u32,
     kind: OutcomeKind,
     retry_delay: Duration,
     /// Result JSON on success, error text otherwise.

@@ -6,8 +6,8 @@
 -- stale and ignored.
 -- KEYS[1]  the events stream (routes the call)
 -- ARGV[1]  tag   ARGV[2] events maxlen   ARGV[3] succeeded ttl ms   ARGV[4] failed ttl ms
--- ARGV[5]  number of queues g, then g groups: queue, count k, and k outcomes of 6
---          fields: id meta (tenant \t type \t queue) token attempt verdict text
+-- ARGV[5]  number of queues g, then g groups: queue, count k, and k outcomes of 5
+--          fields: id meta (tenant \t type \t queue) token verdict text
 --   verdict: ok (text = result JSON) | fail (no retry: permanent, or the last
 --            attempt; text = error) | <ms> (retry after that many ms; text = error)
 -- A job whose cancellation was requested while it ran ends `cancelled` instead
@@ -23,16 +23,16 @@ local at = 6
 for _ = 1, tonumber(ARGV[5]) do
   local queue, k = ARGV[at], tonumber(ARGV[at + 1])
   local first = at + 2
-  at = first + 6 * k
+  at = first + 5 * k
   local ids = {}
-  for j = 0, k - 1 do ids[j + 1] = ARGV[first + 6 * j] end
+  for j = 0, k - 1 do ids[j + 1] = ARGV[first + 5 * j] end
   local states = hmget(tag .. ':state', ids)
   local leaving, nleaving = {}, 0
   local q = tag .. ':q:' .. queue
   for j = 0, k - 1 do
-    local b = first + 6 * j
-    local id, meta, token, attempt, verdict, text = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-    local status, _, due, cancel, _, history, runs, flags, total = parse_state(states[j + 1])
+    local b = first + 5 * j
+    local id, meta, token, verdict, text = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    local status, attempt, due, cancel, _, history, runs, flags, total = parse_state(states[j + 1])
     if runs ~= token or not (status == 'running' or has(flags, 'o')) then
       stale = stale + 1
     else
@@ -42,7 +42,8 @@ for _ = 1, tonumber(ARGV[5]) do
       elseif status == 'failed' then
         redis.call('ZREM', q .. ':failed', id)
       end
-      flags = closed(flags)
+      -- A running job's flags are `o` alone (its claim took it off the list).
+      if status == 'running' then flags = '' else flags = closed(flags) end
       if verdict == 'ok' then
         if text ~= 'null' then
           w.result[#w.result + 1] = id

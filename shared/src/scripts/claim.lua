@@ -74,7 +74,7 @@ for _, queue in ipairs(queues) do
           transition(w, id, meta, status, 'cancelled', attempts, due, cancel, cancelled_expires, runs, '', total,
             history)
         else
-          local attempt, token = succ(attempts), succ(runs)
+          local attempt, token = successors[attempts] or succ(attempts), successors[runs] or succ(runs)
           transition(w, id, meta, status, 'running', attempt, due, cancel, 0, token, 'o', total, history)
           leases[nleases + 1] = id
           leases[nleases + 2] = expiry

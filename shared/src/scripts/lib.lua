@@ -119,19 +119,6 @@ local function succ(n)
   return s
 end
 
--- Lines a history of `total` transitions keeps, before one more is appended:
--- nil while nothing needs dropping (worked out once per distinct total).
-local kept_before = {}
-local function must_trim(total)
-  local k = kept_before[total]
-  if k == nil then
-    local n = tonumber(total)
-    k = n >= HISTORY_KEPT and math.min(n, HISTORY_KEPT) or false
-    kept_before[total] = k
-  end
-  return k
-end
-
 -- `tenant \t type \t queue`, from a spec.
 local function spec_meta(spec)
   return string.match(spec, '^[^\t]*\t[^\t]*\t[^\t]*')
@@ -218,18 +205,35 @@ end
 -- `flags`, `total` and `history` are as parse_state returned them, `runs` and
 -- `flags` already as the new state carries them.
 local function transition(w, id, meta, from, status, attempts, due, cancel, expires, runs, flags, total, history, err)
-  count(w, meta, from, -1)
-  count(w, meta, status, 1)
-  local a = str(attempts)
-  local t = succ(total)
-  local lines = must_trim(total)
-  if lines then history = trimmed(history, lines, HISTORY_KEPT - 1) end
+  -- Per job, so `count`, `event` and the caches are inlined here: a Lua call
+  -- costs more than what it does.
+  local c = w.counts[meta]
+  if not c then
+    c = {}
+    w.counts[meta] = c
+  end
+  c[from] = (c[from] or 0) - 1
+  c[status] = (c[status] or 0) + 1
+  local a = strings[attempts] or str(attempts)
+  local t = successors[total] or succ(total)
+  -- At HISTORY_KEPT (50) transitions and beyond, the oldest line makes room.
+  -- Totals are decimal strings: two digits from '50', or three and more.
+  local n = #total
+  if n > 2 or (n == 2 and total >= '50') then history = trimmed(history, HISTORY_KEPT, HISTORY_KEPT - 1) end
   local st, n = w.state, w.nstate
   st[n + 1] = id
   st[n + 2] = status .. '\t' .. a .. '\t' .. due .. '\t' .. cancel .. '\t' .. expires .. '\t' .. runs .. '\t' .. flags ..
     '\t' .. t .. history .. '\n' .. status .. '\t' .. a .. '\t' .. w.now .. '\t' .. (err or '')
   w.nstate = n + 2
-  event(w, id, meta, status, a, err)
+  -- `event`, inlined.
+  local l = w.nlines + 1
+  w.nlines = l
+  if meta == w.last_meta and status == w.last_status and a == w.last_attempt and err == w.last_err then
+    w.lines[l] = id
+  else
+    w.last_meta, w.last_status, w.last_attempt, w.last_err = meta, status, a, err
+    w.lines[l] = id .. '\t' .. meta .. '\t' .. status .. '\t' .. a .. '\t' .. w.now .. '\t' .. (err or '')
+  end
   if expires ~= 0 then
     -- Deleted by REAP once its retention ends (one-second buckets). A call's jobs
     -- mostly share one expiry: its bucket is worked out once.

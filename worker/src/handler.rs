@@ -44,6 +44,8 @@ pub async fn run_job(job: ClaimedJob, app: Data<Arc<App>>) -> Result<serde_json:
             tokio::time::sleep(app.lost_lease_grace).await;
         };
         let result = tokio::select! {
+            // The run first: a job that is done at once never sets up the other wait.
+            biased;
             result = tokio::time::timeout(job.timeout, run) => match result {
                 Ok(result) => result,
                 Err(_) => Err(JobError::Retryable(format!("timed out after {} ms", job.timeout.as_millis()))),

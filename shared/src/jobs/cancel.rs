@@ -2,7 +2,10 @@
 //! ([`Cancellation::is_cancelled`]) and a future to `select!` on
 //! ([`Cancellation::cancelled`]).
 
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio::sync::Notify;
 
 /// Why a run is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,80 +21,90 @@ pub enum CancelReason {
 }
 
 /// One run's cancellation signal; clones share it. Once cancelled it stays
-/// cancelled, and a lost lease outranks a client's request.
-#[derive(Debug, Clone)]
+/// cancelled, and a lost lease outranks a client's request. One atomic and a
+/// `Notify`: every run has one, so it must cost next to nothing.
+#[derive(Debug, Clone, Default)]
 pub struct Cancellation {
-    signal: watch::Sender<Signal>,
+    inner: Arc<Inner>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Signal {
-    reason: Option<CancelReason>,
-    /// The run's outcome is on its way to Redis: its lease can no longer be lost here.
-    finished: bool,
+#[derive(Debug, Default)]
+struct Inner {
+    /// [`REQUESTED`], [`LEASE_LOST`] and [`FINISHED`] bits.
+    state: AtomicU8,
+    changed: Notify,
 }
 
-impl Default for Cancellation {
-    fn default() -> Self {
-        Self { signal: watch::Sender::new(Signal::default()) }
-    }
-}
+const REQUESTED: u8 = 1;
+const LEASE_LOST: u8 = 2;
+/// The run's outcome is on its way to Redis: its lease can no longer be lost here.
+const FINISHED: u8 = 4;
 
 impl Cancellation {
     pub fn is_cancelled(&self) -> bool {
-        self.signal.borrow().reason.is_some()
+        self.state() & (REQUESTED | LEASE_LOST) != 0
     }
 
     pub fn reason(&self) -> Option<CancelReason> {
-        self.signal.borrow().reason
+        let state = self.state();
+        if state & LEASE_LOST != 0 {
+            Some(CancelReason::LeaseLost)
+        } else if state & REQUESTED != 0 {
+            Some(CancelReason::Requested)
+        } else {
+            None
+        }
+    }
+
+    fn state(&self) -> u8 {
+        self.inner.state.load(Ordering::Acquire)
     }
 
     /// Resolves once the run is cancelled, with the reason.
     pub async fn cancelled(&self) -> CancelReason {
-        self.wait(|reason| reason.is_some()).await
+        self.wait(REQUESTED | LEASE_LOST).await;
+        self.reason().unwrap_or(CancelReason::LeaseLost)
     }
 
     /// Resolves once the run's lease is lost (a client's request does not count).
     pub async fn lease_lost(&self) {
-        self.wait(|reason| reason == Some(CancelReason::LeaseLost)).await;
+        self.wait(LEASE_LOST).await;
     }
 
-    async fn wait(&self, until: impl Fn(Option<CancelReason>) -> bool) -> CancelReason {
-        let mut seen = self.signal.subscribe();
-        // The sender lives in `self`, so the channel cannot close while we wait.
-        match seen.wait_for(|signal| until(signal.reason)).await {
-            Ok(signal) => signal.reason.unwrap_or(CancelReason::LeaseLost),
-            Err(_) => CancelReason::LeaseLost,
+    async fn wait(&self, bits: u8) {
+        loop {
+            // Registered before the check, so a cancel in between still wakes us.
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.state() & bits != 0 {
+                return;
+            }
+            changed.await;
         }
     }
 
     /// Cancels the run. Returns whether this changed its reason; a lease is not
     /// lost once the run has [finished](Self::finish).
     pub fn cancel(&self, reason: CancelReason) -> bool {
-        self.signal.send_if_modified(|signal| {
-            let replace = match (signal.reason, reason) {
-                (_, CancelReason::LeaseLost) if signal.finished => false,
-                (None, _) => true,
-                (Some(CancelReason::Requested), CancelReason::LeaseLost) => true,
-                (Some(_), _) => false,
-            };
-            if replace {
-                signal.reason = Some(reason);
-            }
-            replace
-        })
+        let bit = match reason {
+            CancelReason::Requested => REQUESTED,
+            CancelReason::LeaseLost => LEASE_LOST,
+        };
+        let updated = self.inner.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+            let blocked = state & LEASE_LOST != 0 || (bit == LEASE_LOST && state & FINISHED != 0);
+            (!blocked && state & bit == 0).then_some(state | bit)
+        });
+        if updated.is_ok() {
+            self.inner.changed.notify_waiters();
+        }
+        updated.is_ok()
     }
 
     /// Marks the run finished, its outcome about to be sent; `false` when its
     /// lease was lost first, and the outcome must be dropped instead.
     pub fn finish(&self) -> bool {
-        let mut kept = false;
-        self.signal.send_if_modified(|signal| {
-            kept = signal.reason != Some(CancelReason::LeaseLost);
-            signal.finished = true;
-            false
-        });
-        kept
+        self.inner.state.fetch_or(FINISHED, Ordering::AcqRel) & LEASE_LOST == 0
     }
 }
 

@@ -167,6 +167,10 @@ pub struct Options {
     /// before the missing ones count as lost, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub event_timeout_secs: f64,
+    /// Replicas of our Redis to run beside it, on the Redis CPU; with `--api-env
+    /// ENQUEUE_WAIT_REPLICAS=1` every enqueue waits for them (its cost).
+    #[arg(long, default_value_t = 0)]
+    pub replicas: usize,
     /// Extra environment for our API, KEY=VALUE (repeatable). Rate limits are set
     /// out of the way by default (RATE_LIMIT_PER_SEC, RATE_LIMIT_BURST = 1000000).
     #[arg(long = "api-env", value_parser = parse_key_value)]

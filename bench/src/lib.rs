@@ -124,6 +124,7 @@ impl Options {
                 timeout_secs: self.event_timeout_secs,
             }),
             persistence: if self.durable { Persistence::AofEverysec } else { Persistence::Off },
+            replicas: self.replicas,
             pinning: self.pinning(),
             ours: OursLaunch { launch: Launch::Binaries(bin_dir), api_env },
             peer_env: PeerEnv {

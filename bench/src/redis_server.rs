@@ -35,6 +35,28 @@ pub struct BenchRedis {
 impl BenchRedis {
     /// Starts a server and waits until it answers PING.
     pub async fn start(persistence: Persistence, cpu: Option<usize>) -> anyhow::Result<Self> {
+        Self::start_with(persistence, cpu, &[]).await
+    }
+
+    /// A replica of `primary` on the same CPU (`--replicaof`), once its first sync is done.
+    pub async fn start_replica_of(primary: &BenchRedis, cpu: Option<usize>) -> anyhow::Result<Self> {
+        let port = primary.port.to_string();
+        let replica = Self::start_with(Persistence::Off, cpu, &["--replicaof", "127.0.0.1", &port]).await?;
+        let mut conn = replica.connect().await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await?;
+            if info.contains("master_link_status:up") {
+                return Ok(replica);
+            }
+            if Instant::now() > deadline {
+                bail!("the replica on port {} did not sync within {READY_TIMEOUT:?}", replica.port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn start_with(persistence: Persistence, cpu: Option<usize>, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("bench-redis-").tempdir().context("cannot create a temp dir")?;
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -47,6 +69,7 @@ impl BenchRedis {
                 Persistence::AofEverysec => command.args(["--appendonly", "yes", "--appendfsync", "everysec"]),
             };
             command.arg("--dir").arg(dir.path()).arg("--logfile").arg(dir.path().join("redis.log"));
+            command.args(extra);
             command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             let mut process = ChildGuard::spawn("redis-server", command)?;
             match wait_ready(port, &mut process).await {

@@ -72,6 +72,8 @@ pub struct Plan {
     pub e2e: Option<E2ePlan>,
     pub fanout: Option<FanoutPlan>,
     pub persistence: Persistence,
+    /// Replicas of our Redis to run (the API waits for them with `--api-env ENQUEUE_WAIT_REPLICAS=n`).
+    pub replicas: usize,
     pub pinning: Pinning,
     pub ours: OursLaunch,
     pub peer_env: PeerEnv,
@@ -88,6 +90,10 @@ pub struct OursLaunch {
 /// Runs the plan and returns every measurement (nothing is written here).
 pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
     let redis = BenchRedis::start(plan.persistence, plan.pinning.redis_cpu).await?;
+    let mut replicas = Vec::with_capacity(plan.replicas);
+    for _ in 0..plan.replicas {
+        replicas.push(BenchRedis::start_replica_of(&redis, plan.pinning.redis_cpu).await?);
+    }
     let ours = Ours::for_plan(plan, redis.url());
     let log_dir = &ours.log_dir;
     let token = auth::token_for(ours.api_binary().as_deref(), &ours.jwt_secret)?;

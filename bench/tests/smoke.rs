@@ -45,6 +45,7 @@ async fn a_small_run_of_every_workload_processes_all_jobs_and_writes_its_results
             timeout_secs: 10.0,
         }),
         persistence: Persistence::Off,
+        replicas: 0,
         pinning: Pinning::NONE,
         ours: OursLaunch { launch: Launch::InProcess, api_env: Vec::new() },
         peer_env: PeerEnv { dir: PathBuf::from("peers"), venv: dir.path().join("venv") },

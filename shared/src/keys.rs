@@ -147,6 +147,19 @@ impl Keys {
         format!("{}:worker:{id}", self.tag)
     }
 
+    /// STRING — a counter the API increments just before each replica wait
+    /// (`ENQUEUE_WAIT_REPLICAS`): a wait covers its own connection's writes, and
+    /// this one comes after every enqueue Redis ran before it.
+    pub fn durable_tick(&self) -> String {
+        format!("{}:durable", self.tag)
+    }
+
+    /// STRING — when the last REAP ran (ms); a gap of a whole lease means nobody
+    /// could renew a lease, and the next REAP restarts them all.
+    pub fn reap_last(&self) -> String {
+        format!("{}:reap:last", self.tag)
+    }
+
     /// HASH — applied schema migrations: `<name>` → SHA-256 of the script.
     pub fn migrations(&self) -> String {
         format!("{}:migrations", self.tag)
@@ -193,6 +206,8 @@ mod tests {
             k.wake(),
             k.workers(),
             k.worker("w"),
+            k.durable_tick(),
+            k.reap_last(),
             k.migrations(),
             k.schema_version(),
             k.migrations_lock(),

@@ -95,8 +95,17 @@ async fn with_the_wait_every_acknowledged_job_survives_a_failover() {
     let ids = accepted.lock().unwrap().clone();
     assert!(ids.len() >= 100, "only {} jobs were accepted before the kill", ids.len());
     let found = stored(&replica, &system.prefix, &ids).await;
-    assert_eq!(found.len(), ids.len(), "jobs that got a 202 but are not on the promoted replica");
     let refused = refused.lock().unwrap().clone();
+    let mut by_code = std::collections::BTreeMap::<&str, usize>::new();
+    for code in &refused {
+        *by_code.entry(code.as_str()).or_default() += 1;
+    }
+    eprintln!(
+        "failover with the wait: {} jobs got a 202, {} of them are on the promoted replica; 503s: {by_code:?}",
+        ids.len(),
+        found.len()
+    );
+    assert_eq!(found.len(), ids.len(), "jobs that got a 202 but are not on the promoted replica");
     assert!(!refused.is_empty(), "requests after the kill were refused");
     for code in &refused {
         assert!(["unavailable", "outcome_unknown", "not_replicated"].contains(&code.as_str()), "{code}");

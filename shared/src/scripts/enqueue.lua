@@ -21,9 +21,6 @@ if idem_key ~= '' then
   if prev then
     local sep = string.find(prev, '\t', 1, true)
     if string.sub(prev, 1, sep - 1) == ARGV[4] then
-      -- Rewritten as it is: a write, so that a replica wait after a replay also
-      -- covers the write replayed (replication keeps the order of writes).
-      redis.call('SET', idem_key, prev, 'KEEPTTL')
       return {'replay', string.sub(prev, sep + 1)}
     end
     return {'mismatch'}

@@ -1,57 +1,92 @@
 //! Waiting, after an enqueue, until it is safe beyond one Redis's memory (see
 //! [`Durability`]): `WAIT` for replicas, `WAITAOF` for the local disk.
 //!
-//! `WAIT` blocks the connection it runs on until it returns, so enqueues that
-//! wait take turns over a few connections of their own, and nothing else (reads,
-//! workers' scripts) ever queues behind a wait.
+//! Group commit: one task sends the waits, back to back, on a connection of its
+//! own (a wait blocks the connection it runs on, so nothing else queues behind
+//! it). Each wait covers every enqueue whose script had answered when the wait
+//! was sent, however many: just before it, the task writes a counter
+//! ([`Keys::durable_tick`]), and a wait covers its own connection's writes, which
+//! come after every write Redis ran before them, from any connection.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, oneshot};
 
 use super::{Durability, connect};
 use crate::error::{StoreError, StoreResult};
+use crate::keys::Keys;
 
-/// Connections the waiting enqueues share.
-const CONNECTIONS: usize = 4;
+/// What one wait found: `(on the local disk, replicas)`, or `None` when it failed.
+type Confirmed = Option<(u32, u32)>;
 
 pub(super) struct Durable {
     settings: Durability,
-    conns: Vec<ConnectionManager>,
-    next: AtomicUsize,
+    /// Enqueues whose script answered, waiting for the next wait.
+    waiting: Mutex<Vec<oneshot::Sender<Confirmed>>>,
+    wake: Notify,
 }
 
 impl Durable {
-    /// Opens the connections; a reply may take `response_timeout` plus the wait.
-    pub(super) async fn connect(url: &str, settings: Durability, response_timeout: Duration) -> StoreResult<Self> {
-        let mut conns = Vec::with_capacity(CONNECTIONS);
-        for _ in 0..CONNECTIONS {
-            conns.push(connect(url, Some(response_timeout + settings.timeout)).await?);
-        }
-        Ok(Self { settings, conns, next: AtomicUsize::new(0) })
+    /// Connects the waits' own connection (a reply may take `response_timeout`
+    /// plus the wait) and starts the task that sends them.
+    pub(super) async fn start(
+        url: &str,
+        keys: &Keys,
+        settings: Durability,
+        response_timeout: Duration,
+    ) -> StoreResult<Arc<Self>> {
+        let conn = connect(url, Some(response_timeout + settings.timeout)).await?;
+        let durable = Arc::new(Self { settings, waiting: Mutex::default(), wake: Notify::new() });
+        tokio::spawn(waits(durable.clone(), conn, keys.durable_tick()));
+        Ok(durable)
     }
 
-    /// The connection for the next enqueue: its script and its wait run on it.
-    pub(super) fn conn(&self) -> ConnectionManager {
-        self.conns[self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len()].clone()
-    }
-
-    /// Waits until this connection's writes so far are on the replicas (and disk)
-    /// asked for; [`StoreError::NotDurable`] when the wait times out first.
-    pub(super) async fn wait(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
+    /// Waits until every write made so far (this enqueue's included) is on the
+    /// replicas and disk asked for; [`StoreError::NotDurable`] when the wait
+    /// times out first.
+    pub(super) async fn wait(&self) -> StoreResult<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        self.wake.notify_one();
         let wanted = self.settings.replicas;
-        // 0 would mean "wait for ever".
-        let ms = (self.settings.timeout.as_millis() as u64).max(1);
-        let (on_disk, replicas) = if self.settings.local_aof {
-            redis::cmd("WAITAOF").arg(1).arg(wanted).arg(ms).query_async::<(u32, u32)>(conn).await?
-        } else {
-            (1, redis::cmd("WAIT").arg(wanted).arg(ms).query_async::<u32>(conn).await?)
-        };
-        if on_disk < 1 || replicas < wanted {
-            let aof = if on_disk < 1 { " and not yet on the local disk" } else { "" };
-            return Err(StoreError::NotDurable { replicas, wanted, aof });
+        match rx.await.ok().flatten() {
+            Some((on_disk, replicas)) if on_disk >= 1 && replicas >= wanted => Ok(()),
+            Some((on_disk, replicas)) => {
+                let aof = if on_disk < 1 { " and not yet on the local disk" } else { "" };
+                Err(StoreError::NotDurable { replicas, wanted, aof })
+            }
+            None => Err(StoreError::NotDurable { replicas: 0, wanted, aof: ", as the wait itself failed," }),
         }
-        Ok(())
+    }
+}
+
+/// Sends a wait whenever enqueues are waiting, and answers all of them with it.
+async fn waits(durable: Arc<Durable>, mut conn: ConnectionManager, tick: String) {
+    let settings = durable.settings;
+    // 0 would mean "wait for ever".
+    let ms = (settings.timeout.as_millis() as u64).max(1);
+    loop {
+        durable.wake.notified().await;
+        let batch = std::mem::take(&mut *durable.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR").arg(&tick).ignore();
+        let confirmed: Confirmed = if settings.local_aof {
+            pipe.cmd("WAITAOF").arg(1).arg(settings.replicas).arg(ms);
+            pipe.query_async::<((u32, u32),)>(&mut conn).await.ok().map(|(found,)| found)
+        } else {
+            pipe.cmd("WAIT").arg(settings.replicas).arg(ms);
+            pipe.query_async::<(u32,)>(&mut conn).await.ok().map(|(replicas,)| (1, replicas))
+        };
+        if confirmed.is_none() {
+            tracing::warn!("a replica wait failed; its enqueues answer not_replicated");
+        }
+        for waiter in batch {
+            let _ = waiter.send(confirmed);
+        }
     }
 }

@@ -53,14 +53,11 @@ impl JobStore {
         for (queue, first, count) in ranges {
             call.arg(queue).arg(first).arg(count);
         }
-        let mut conn = self.durable.as_ref().map_or_else(|| self.conn.clone(), |durable| durable.conn());
-        let reply: Vec<redis::Value> = call.invoke_async(&mut conn).await?;
+        let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
         let tag = string_at(&reply, 0)?;
-        let stored = tag == "created" || tag == "replay";
-        if let (true, Some(durable)) = (stored, &self.durable) {
-            // A replay wrote too (it touches its key), so the wait covers the
-            // write it replays, whichever connection that went out on.
-            durable.wait(&mut conn).await?;
+        if let (true, Some(durable)) = (tag == "created" || tag == "replay", &self.durable) {
+            // A replay waits too: the write it replays may not be on the replicas yet.
+            durable.wait().await?;
         }
         match tag.as_str() {
             "created" => {

@@ -79,8 +79,7 @@ impl JobStore {
         response_timeout: Duration,
     ) -> StoreResult<Self> {
         if durability.waits() {
-            let durable = durable::Durable::connect(url, durability, response_timeout).await?;
-            self.durable = Some(std::sync::Arc::new(durable));
+            self.durable = Some(durable::Durable::start(url, &self.keys, durability, response_timeout).await?);
         }
         Ok(self)
     }

@@ -132,9 +132,22 @@ pub struct ApiConfig {
     pub bind_addr: SocketAddr,
     #[command(flatten)]
     pub durability: DurabilityArgs,
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", value_name = "MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
     pub max_body_bytes: u64,
+}
+
+/// What one tenant may take of what all share.
+#[derive(Args, Debug, Clone)]
+pub struct IsolationArgs {
+    /// The queues jobs may name, comma-separated; empty = any (within TENANT_MAX_QUEUES).
+    #[arg(long, env = "QUEUES_ALLOWED", value_name = "QUEUES_ALLOWED", value_delimiter = ',')]
+    pub queues_allowed: Vec<String>,
+    /// Distinct queues one tenant may have jobs in at once; past it `422 too_many_queues`.
+    #[arg(long, env = "TENANT_MAX_QUEUES", value_name = "TENANT_MAX_QUEUES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub tenant_max_queues: u32,
 }
 
 /// What a submission waits for before its `202`, beyond Redis's memory.

@@ -26,6 +26,14 @@ pub enum ApiError {
     /// 422 — no job type has this name.
     #[error("unknown job type `{0}`")]
     UnknownType(String),
+    /// 422 — the operator fixed the queues (`QUEUES_ALLOWED`), and this is not one.
+    #[error("queue `{queue}` is not one of the queues this deployment allows (QUEUES_ALLOWED)")]
+    QueueNotAllowed { field: String, queue: String },
+    /// 422 — the jobs would take the tenant past its cap on distinct queues.
+    #[error(
+        "this would put your jobs in more than {0} queues (TENANT_MAX_QUEUES); use a queue you already have jobs in"
+    )]
+    TooManyQueues(u32),
     /// 422 — the Idempotency-Key was already used with a different request.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
@@ -90,7 +98,7 @@ pub struct Problem<'a> {
     /// The HTTP status, repeated.
     status: u16,
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
-    /// `unknown_type`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
+    /// `unknown_type`, `queue_not_allowed`, `too_many_queues`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
     /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`, `upgrade_required`,
     /// `rate_limited`, `unavailable`, `outcome_unknown`, `not_replicated` or `internal`.
     code: &'static str,
@@ -106,9 +114,11 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) | Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            Self::Invalid { .. } | Self::UnknownType(_) | Self::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::Invalid { .. }
+            | Self::UnknownType(_)
+            | Self::IdempotencyKeyReused
+            | Self::QueueNotAllowed { .. }
+            | Self::TooManyQueues(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::JobNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
@@ -131,6 +141,8 @@ impl ApiError {
             Self::Invalid { .. } => "validation_failed",
             Self::UnknownType(_) => "unknown_type",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::QueueNotAllowed { .. } => "queue_not_allowed",
+            Self::TooManyQueues(_) => "too_many_queues",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::JobNotFound(_) | Self::RouteNotFound(_) => "not_found",
@@ -149,7 +161,9 @@ impl ApiError {
 
     fn field(&self) -> Option<&str> {
         match self {
-            Self::Invalid { field, .. } | Self::BadParameter { field, .. } => Some(field),
+            Self::Invalid { field, .. } | Self::BadParameter { field, .. } | Self::QueueNotAllowed { field, .. } => {
+                Some(field)
+            }
             _ => None,
         }
     }

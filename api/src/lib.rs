@@ -24,7 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use redis::aio::ConnectionManager;
 use shared::jobs::Registry;
 use shared::keys::Keys;
-use shared::store::{JobStore, RateLimit, connect_with_retry};
+use shared::store::{JobStore, RateLimit, TenantLimits, connect_with_retry};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -41,8 +41,10 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub max_body_bytes: u64,
     pub auth: Arc<Authenticator>,
-    /// Each tenant's submission limit (`None`: unlimited).
-    pub rate_limit: Option<RateLimit>,
+    /// What each tenant may submit: its rate and its queues.
+    pub limits: TenantLimits,
+    /// Every queue a job may name (`QUEUES_ALLOWED`); empty = any.
+    pub queues_allowed: Arc<Vec<String>>,
     /// Live events: the connection manager, started once the store is set up.
     pub events: events::Hub,
     pub events_settings: Arc<events::EventsSettings>,
@@ -79,10 +81,14 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
         registry: Arc::new(Registry::standard(config.demo.demo_jobs)),
         max_body_bytes: config.max_body_bytes,
         auth: Arc::new(Authenticator::from_config(&config.auth)?),
-        rate_limit: (config.rate_limit.rate_limit_per_sec > 0).then_some(RateLimit {
-            per_sec: config.rate_limit.rate_limit_per_sec,
-            burst: config.rate_limit.rate_limit_burst,
-        }),
+        limits: TenantLimits {
+            rate: (config.rate_limit.rate_limit_per_sec > 0).then_some(RateLimit {
+                per_sec: config.rate_limit.rate_limit_per_sec,
+                burst: config.rate_limit.rate_limit_burst,
+            }),
+            max_queues: config.isolation.tenant_max_queues,
+        },
+        queues_allowed: Arc::new(config.isolation.queues_allowed.clone()),
         events: events::Hub::new(config.events.ws_buffer as usize),
         events_settings: Arc::new(events::EventsSettings::from_config(&config.events)),
     };

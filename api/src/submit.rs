@@ -129,7 +129,14 @@ fn valid_queue(name: &str) -> bool {
 }
 
 /// Validates one request into a job; `at` prefixes field names (`jobs[3].`).
-pub fn validate(registry: &Registry, tenant: &str, request: JobRequest, at: &str) -> Result<NewJob, ApiError> {
+/// `queues_allowed`, when not empty, is every queue a job may name.
+pub fn validate(
+    registry: &Registry,
+    queues_allowed: &[String],
+    tenant: &str,
+    request: JobRequest,
+    at: &str,
+) -> Result<NewJob, ApiError> {
     let field = |name: &str| format!("{at}{name}");
     let defaults = registry.defaults(&request.kind).ok_or_else(|| ApiError::UnknownType(request.kind.clone()))?;
     if let Some(Err(err)) = registry.validate(&request.kind, &request.payload) {
@@ -138,6 +145,9 @@ pub fn validate(registry: &Registry, tenant: &str, request: JobRequest, at: &str
     let queue = request.queue.unwrap_or_else(|| defaults.queue.to_owned());
     if !valid_queue(&queue) {
         return Err(ApiError::invalid(field("queue"), "use 1-64 characters from [A-Za-z0-9._-]"));
+    }
+    if !queues_allowed.is_empty() && !queues_allowed.contains(&queue) {
+        return Err(ApiError::QueueNotAllowed { field: field("queue"), queue });
     }
     let when = match (request.delay_ms, request.run_at) {
         (Some(_), Some(_)) => return Err(ApiError::invalid(field("run_at"), "give delay_ms or run_at, not both")),
@@ -189,7 +199,7 @@ mod tests {
     }
 
     fn check(json: serde_json::Value) -> Result<NewJob, ApiError> {
-        validate(&Registry::standard(true), "t", request(json), "")
+        validate(&Registry::standard(true), &[], "t", request(json), "")
     }
 
     #[test]

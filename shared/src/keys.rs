@@ -59,9 +59,33 @@ impl Keys {
         format!("{}:gc:cursor", self.tag)
     }
 
-    /// LIST — ids ready to run on `queue`, oldest first (RPUSH / LPOP).
-    pub fn ready(&self, queue: &str) -> String {
-        format!("{}:q:{queue}:ready", self.tag)
+    /// LIST — ids of `tenant` ready to run on `queue`, oldest first (RPUSH / LPOP).
+    /// Ready jobs wait per queue and tenant so that tenants take turns (see [`Keys::ring`]).
+    pub fn ready(&self, queue: &str, tenant: &str) -> String {
+        format!("{}:q:{queue}:t:{tenant}:ready", self.tag)
+    }
+
+    /// LIST — the tenants with ready jobs on `queue`, each once: CLAIM visits them
+    /// in turn (LMOVE head to tail), and a tenant whose list empties leaves.
+    pub fn ring(&self, queue: &str) -> String {
+        format!("{}:q:{queue}:ring", self.tag)
+    }
+
+    /// LIST — the queues with ready jobs, each once: a worker serving every queue
+    /// visits them in turn. A queue whose ring empties leaves.
+    pub fn ready_queues(&self) -> String {
+        format!("{}:ready", self.tag)
+    }
+
+    /// ZSET — queues with scheduled or retrying jobs, scored by the earliest due
+    /// time (ms): CLAIM promotes only the queues that have something due.
+    pub fn due(&self) -> String {
+        format!("{}:due", self.tag)
+    }
+
+    /// SET — queues with leases (running jobs): what REAP looks at.
+    pub fn busy(&self) -> String {
+        format!("{}:busy", self.tag)
     }
 
     /// ZSET — ids scheduled for a first run on `queue` (`delay_ms`/`run_at`), scored by due time in ms.
@@ -82,14 +106,22 @@ impl Keys {
         format!("{}:q:{queue}:running", self.tag)
     }
 
-    /// ZSET — ids that ended `failed` on `queue`, scored by finish time in ms; pruned with the records.
-    pub fn failed(&self, queue: &str) -> String {
-        format!("{}:q:{queue}:failed", self.tag)
+    /// ZSET — ids of `tenant` that ended `failed` on `queue`, scored by finish time
+    /// in ms; an id leaves when the job is retried or its record deleted.
+    pub fn failed(&self, queue: &str, tenant: &str) -> String {
+        format!("{}:q:{queue}:t:{tenant}:failed", self.tag)
     }
 
-    /// SET — every queue name that has ever received a job.
+    /// SET — every queue name jobs have named (bounded by TENANT_MAX_QUEUES per
+    /// tenant, or QUEUES_ALLOWED): for operators' views only; no script walks it.
     pub fn queues(&self) -> String {
         format!("{}:queues", self.tag)
+    }
+
+    /// SET — the queues `tenant` has jobs in, in any status: at most
+    /// TENANT_MAX_QUEUES. A queue leaves once the tenant's last record there is deleted.
+    pub fn tenant_queues(&self, tenant: &str) -> String {
+        format!("{}:t:{tenant}:queues", self.tag)
     }
 
     /// SET — every tenant that has ever submitted a job (drives index pruning).
@@ -193,11 +225,16 @@ mod tests {
             k.result(),
             k.gc_bucket(1),
             k.gc_cursor(),
-            k.ready("q"),
+            k.ready("q", "t"),
+            k.ring("q"),
+            k.ready_queues(),
+            k.due(),
+            k.busy(),
+            k.tenant_queues("t"),
             k.scheduled("q"),
             k.retry("q"),
             k.running("q"),
-            k.failed("q"),
+            k.failed("q", "t"),
             k.queues(),
             k.tenants(),
             k.tenant_jobs("t"),

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_fencing_tokens",
         source: include_str!("../../migrations/0004_fencing_tokens.lua"),
     },
+    Migration { version: 5, name: "0005_fair_queues", source: include_str!("../../migrations/0005_fair_queues.lua") },
 ];
 
 /// The schema version this binary expects.

@@ -53,6 +53,14 @@ pub struct WorkerConfig {
     /// slots (default: the concurrency, at most 200).
     #[arg(long, env = "CLAIM_BATCH", value_name = "CLAIM_BATCH", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub claim_batch: Option<u32>,
+    /// Jobs of one tenant running at once across all workers, enforced when jobs
+    /// are claimed; 0 = no cap. Every worker must agree.
+    #[arg(long, env = "TENANT_MAX_RUNNING", value_name = "TENANT_MAX_RUNNING", default_value_t = 0)]
+    pub tenant_max_running: u32,
+    /// Caps per queue on one tenant's running jobs there, `queue=n` comma-separated
+    /// (e.g. `email=5,reports=1`); they apply besides TENANT_MAX_RUNNING.
+    #[arg(long, env = "TENANT_MAX_RUNNING_PER_QUEUE", value_name = "TENANT_MAX_RUNNING_PER_QUEUE", value_delimiter = ',', value_parser = parse_queue_cap)]
+    pub tenant_max_running_per_queue: Vec<(String, u32)>,
     /// Where to serve Prometheus metrics (`GET /metrics`); unset = no metrics endpoint.
     #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -62,6 +70,12 @@ pub struct WorkerConfig {
     /// Sender of `email.send` jobs.
     #[arg(long, env = "MAIL_FROM", value_name = "MAIL_FROM", default_value = "jobs@localhost")]
     pub mail_from: Mailbox,
+}
+
+fn parse_queue_cap(value: &str) -> Result<(String, u32), String> {
+    let (queue, cap) = value.split_once('=').ok_or("use queue=n")?;
+    let cap = cap.parse().map_err(|_| format!("`{cap}` is not a number"))?;
+    Ok((queue.to_owned(), cap))
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, String> {

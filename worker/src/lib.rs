@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use apalis::prelude::*;
 use secrecy::ExposeSecret;
-use shared::backend::{BackendHandle, BackendSettings, RedisBackend};
+use shared::backend::{BackendHandle, BackendSettings, RedisBackend, RunningCaps};
 use shared::jobs::{Mailer, MailerConfig, Registry, Services};
 use shared::keys::Keys;
 use shared::store::{WorkerInfo, connect_with_retry};
@@ -133,6 +133,7 @@ fn backend_settings(config: &WorkerConfig) -> BackendSettings {
         concurrency: config.concurrency as usize,
         claim_batch: config.claim_batch(),
         ack_batch: 500,
+        caps: RunningCaps::new(config.tenant_max_running, &config.tenant_max_running_per_queue),
         // Flush as soon as an outcome arrives; outcomes that arrive during a flush
         // go out together in the next one, so batches grow with the load.
         ack_delay: Duration::ZERO,

@@ -55,7 +55,8 @@ async fn cancelling_the_last_of_a_million_queued_jobs_takes_under_a_millisecond_
     // the list's length matters to what cancel costs).
     let fill = "for c = 0, 199 do local ids = {} for i = 1, 5000 do ids[i] = 'filler-' .. (c * 5000 + i) end \
                 redis.call('RPUSH', KEYS[1], unpack(ids)) end return redis.call('LLEN', KEYS[1])";
-    let filled: u64 = redis::Script::new(fill).key(keys.ready("bulk")).invoke_async(&mut conn).await.unwrap();
+    let filled: u64 =
+        redis::Script::new(fill).key(keys.ready("bulk", support::TENANT)).invoke_async(&mut conn).await.unwrap();
     assert_eq!(filled, 1_000_000);
     let id = system.submit(json!({"type": "noop", "queue": "bulk"})).await;
 

@@ -225,8 +225,9 @@ async fn the_short_event_lines_migration_pins_every_leases_hash() {
     }
 }
 
-/// Rewrites every state header in the v3 form (five fields) and every lease
-/// without its holder, as a deployment of schema 3 stored them.
+/// Rewrites the deployment as schema 3 stored it: state headers of five fields,
+/// leases without their holder, one ready list and one failed set per queue,
+/// none of the indexes of schema 5.
 async fn back_to_schema_3(conn: &mut ConnectionManager, keys: &Keys, queues: &[&str]) {
     let states: HashMap<String, String> = conn.hgetall(keys.state()).await.unwrap();
     for (id, state) in states {
@@ -240,14 +241,28 @@ async fn back_to_schema_3(conn: &mut ConnectionManager, keys: &Keys, queues: &[&
             let expiry = lease.split('\t').next().unwrap().to_owned();
             let () = conn.hset(keys.running(queue), id, expiry).await.unwrap();
         }
+        let (tenant, q) = (support::TENANT, format!("{}:q:{queue}", keys.tag()));
+        let ready: Vec<String> = conn.lrange(keys.ready(queue, tenant), 0, -1).await.unwrap();
+        if !ready.is_empty() {
+            let () = conn.rpush(format!("{q}:ready"), ready).await.unwrap();
+        }
+        let failed: Vec<(String, f64)> = conn.zrange_withscores(keys.failed(queue, tenant), 0, -1).await.unwrap();
+        for (id, at) in failed {
+            let () = conn.zadd(format!("{q}:failed"), id, at).await.unwrap();
+        }
+        let () = conn.del(&[keys.ready(queue, tenant), keys.failed(queue, tenant), keys.ring(queue)]).await.unwrap();
     }
-    let () = conn.hdel(keys.migrations(), "0004_fencing_tokens").await.unwrap();
+    let () =
+        conn.del(&[keys.ready_queues(), keys.due(), keys.busy(), keys.tenant_queues(support::TENANT)]).await.unwrap();
+    let () = conn.hdel(keys.tenant_counts(support::TENANT), "*\trunning").await.unwrap();
+    let () = conn.hdel(keys.migrations(), &["0004_fencing_tokens", "0005_fair_queues"]).await.unwrap();
     let () = conn.set(keys.schema_version(), 3).await.unwrap();
 }
 
-/// 0004: a deployment of schema 3 with jobs in every state upgrades in place.
-/// Its headers are read as they are, its leases are marked held, and every job
-/// goes on to the end it would have had.
+/// 0004 and 0005: a deployment of schema 3 with jobs in every state upgrades in
+/// place. Its headers are read as they are, its leases are marked held, its ready
+/// lists and failed sets move per tenant with their indexes, and every job goes
+/// on to the end it would have had.
 #[tokio::test]
 async fn a_schema_3_deployment_with_jobs_in_every_state_upgrades_to_fencing_tokens() {
     let system = support::System::start().await;
@@ -274,8 +289,9 @@ async fn a_schema_3_deployment_with_jobs_in_every_state_upgrades_to_fencing_toke
     let keys = Keys::new(&system.prefix);
     let mut conn = system.redis_conn().await;
     back_to_schema_3(&mut conn, &keys, &["default", "parked", "slow"]).await;
+    let () = conn.hset(keys.tenant_counts(support::TENANT), "default\trunning", 0).await.unwrap();
     // Schema 3 took a cancelled job off its list.
-    let () = conn.lrem(keys.ready("parked"), 1, &cancelled).await.unwrap();
+    let () = conn.lrem(format!("{}:q:parked:ready", keys.tag()), 1, &cancelled).await.unwrap();
     let before: Vec<serde_json::Value> = {
         let mut records = Vec::new();
         for id in [&succeeded, &failed, &retrying, &queued, &cancelled, &scheduled, &running] {
@@ -284,9 +300,25 @@ async fn a_schema_3_deployment_with_jobs_in_every_state_upgrades_to_fencing_toke
         records
     };
 
-    assert_eq!(migrate::run(&mut conn, &keys).await.unwrap(), ["0004_fencing_tokens"]);
+    assert_eq!(migrate::run(&mut conn, &keys).await.unwrap(), ["0004_fencing_tokens", "0005_fair_queues"]);
     let lease: String = conn.hget(keys.running("slow"), &running).await.unwrap();
     assert!(lease.ends_with("\tschema-3"), "{lease}");
+    // 0005 moved the queued job and the failed one, and built the indexes.
+    let parked: Vec<String> = conn.lrange(keys.ready("parked", support::TENANT), 0, -1).await.unwrap();
+    assert_eq!(parked, std::slice::from_ref(&queued));
+    let failures: Vec<String> = conn.zrange(keys.failed("default", support::TENANT), 0, -1).await.unwrap();
+    assert_eq!(failures, std::slice::from_ref(&failed));
+    let ready: Vec<String> = conn.lrange(keys.ready_queues(), 0, -1).await.unwrap();
+    assert_eq!(ready, ["parked"]);
+    let busy: Vec<String> = conn.smembers(keys.busy()).await.unwrap();
+    assert_eq!(busy, ["slow"]);
+    let due: Vec<String> = conn.zrange(keys.due(), 0, -1).await.unwrap();
+    assert_eq!(due.len(), 1, "the queue with the scheduled and retrying jobs: {due:?}");
+    let mut queues: Vec<String> = conn.smembers(keys.tenant_queues(support::TENANT)).await.unwrap();
+    queues.sort();
+    assert_eq!(queues, ["default", "parked", "slow"]);
+    let running_all: Option<i64> = conn.hget(keys.tenant_counts(support::TENANT), "*\trunning").await.unwrap();
+    assert_eq!(running_all, Some(1));
     for (id, old) in [&succeeded, &failed, &retrying, &queued, &cancelled, &scheduled, &running].iter().zip(&before) {
         assert_eq!(&system.job(id).await, old, "a schema-3 record reads the same");
         assert!(!system.history(id).await.is_empty());

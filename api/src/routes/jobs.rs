@@ -51,9 +51,9 @@ pub async fn create_job(
     let tenant = &caller.tenant;
     let body = json_body(&headers, body, state.max_body_bytes)?;
     let request: JobRequest = submit::parse(&body)?;
-    let job = submit::validate(&state.registry, tenant, request, "")?;
+    let job = submit::validate(&state.registry, &state.queues_allowed, tenant, request, "")?;
     let claim = idempotency(&headers, "jobs", &body)?;
-    let stored = state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref(), state.rate_limit).await;
+    let stored = state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref(), state.limits).await;
     match stored.map_err(|err| ApiError::from_write(err, RETRY_SUBMISSION))? {
         EnqueueOutcome::Created { at_ms } => {
             count_enqueued(std::slice::from_ref(&job));
@@ -66,6 +66,7 @@ pub async fn create_job(
         }
         EnqueueOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
         EnqueueOutcome::RateLimited { retry_after_ms } => Err(ApiError::rate_limited(retry_after_ms)),
+        EnqueueOutcome::TooManyQueues { cap } => Err(ApiError::TooManyQueues(cap)),
     }
 }
 
@@ -110,10 +111,12 @@ pub async fn create_batch(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| submit::validate(&state.registry, tenant, job, &format!("jobs[{index}].")))
+        .map(|(index, job)| {
+            submit::validate(&state.registry, &state.queues_allowed, tenant, job, &format!("jobs[{index}]."))
+        })
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
     let claim = idempotency(&headers, "batch", &body)?;
-    let stored = state.store()?.enqueue(&jobs, claim.as_ref(), state.rate_limit).await;
+    let stored = state.store()?.enqueue(&jobs, claim.as_ref(), state.limits).await;
     let (ids, replayed) = match stored.map_err(|err| ApiError::from_write(err, RETRY_SUBMISSION))? {
         EnqueueOutcome::Created { .. } => {
             count_enqueued(&jobs);
@@ -122,6 +125,7 @@ pub async fn create_batch(
         EnqueueOutcome::Replayed { ids } => (ids, true),
         EnqueueOutcome::KeyReused => return Err(ApiError::IdempotencyKeyReused),
         EnqueueOutcome::RateLimited { retry_after_ms } => return Err(ApiError::rate_limited(retry_after_ms)),
+        EnqueueOutcome::TooManyQueues { cap } => return Err(ApiError::TooManyQueues(cap)),
     };
     let mut response = (StatusCode::ACCEPTED, Json(json!({ "ids": ids }))).into_response();
     if replayed {

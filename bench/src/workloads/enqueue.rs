@@ -65,7 +65,7 @@ pub async fn http(
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(api.cpu)? - cpu_before;
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
-    let queued: u64 = conn.llen(keys().ready(&noop_queue())).await?;
+    let queued: u64 = conn.llen(keys().ready(&noop_queue(), crate::auth::TENANT)).await?;
     ensure!(queued == params.jobs, "{queued} jobs queued after enqueueing {}", params.jobs);
     Ok(Measurement::new("ours", Workload::EnqueueHttp, pair, params.jobs, secs, &delta, cpu))
 }
@@ -82,7 +82,7 @@ pub async fn library(redis: &BenchRedis, params: &Params, pair: usize) -> anyhow
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(CpuOf::ThisProcess)? - cpu_before;
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
-    let queued: u64 = conn.llen(keys().ready(&noop_queue())).await?;
+    let queued: u64 = conn.llen(keys().ready(&noop_queue(), crate::auth::TENANT)).await?;
     ensure!(queued == params.jobs, "{queued} jobs queued after enqueueing {}", params.jobs);
     Ok(Measurement::new("ours", Workload::EnqueueLibrary, pair, params.jobs, secs, &delta, cpu))
 }

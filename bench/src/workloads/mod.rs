@@ -97,7 +97,7 @@ pub async fn enqueue_library(store: &JobStore, jobs: u64, chunk: usize, inflight
             }
             let size = (jobs - start).min(chunk as u64) as usize;
             let batch: Vec<NewJob> = (0..size).map(|_| noop_job()).collect();
-            store.enqueue(&batch, None, None).await.context("enqueue failed")?;
+            store.enqueue(&batch, None, shared::store::TenantLimits::default()).await.context("enqueue failed")?;
         }
     };
     futures::future::try_join_all((0..inflight.max(1)).map(|_| lane())).await?;

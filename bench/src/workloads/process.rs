@@ -59,7 +59,7 @@ pub async fn drain(ours: &Ours, redis: &BenchRedis, params: &Params, pair: usize
 async fn outstanding(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
     let (keys, queue) = (keys(), noop_queue());
     let (ready, running, pinned, retry, scheduled): (u64, u64, bool, u64, u64) = redis::pipe()
-        .llen(keys.ready(&queue))
+        .llen(keys.ready(&queue, crate::auth::TENANT))
         .hlen(keys.running(&queue))
         .hexists(keys.running(&queue), RUNNING_PIN)
         .zcard(keys.retry(&queue))

@@ -170,10 +170,11 @@ async fn claim(inner: &Inner, limit: usize, number: u64) -> Result<Claim, StoreE
         .arg(settings.lease.as_millis() as u64)
         .arg(limit)
         .arg(settings.store.events_maxlen)
-        .arg(inner.turn.fetch_add(1, Ordering::Relaxed))
         .arg(settings.store.failed_ttl.as_millis() as u64)
         .arg(&settings.worker.id)
-        .arg(number);
+        .arg(number)
+        .arg(settings.caps.tenant)
+        .arg(&settings.caps.per_queue);
     for queue in inner.queue_args() {
         call.arg(queue);
     }

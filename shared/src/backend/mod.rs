@@ -99,6 +99,8 @@ pub struct BackendSettings {
     pub claim_batch: usize,
     /// Outcomes are flushed when this many are pending…
     pub ack_batch: usize,
+    /// Caps on one tenant's running jobs, enforced by CLAIM.
+    pub caps: RunningCaps,
     /// …or when the oldest has waited this long.
     pub ack_delay: Duration,
     pub store: StoreConfig,
@@ -106,6 +108,22 @@ pub struct BackendSettings {
 
 /// One run of a job: its id and fencing token.
 type RunKey = (String, u64);
+
+/// Caps on the jobs of one tenant running at once, across every worker.
+#[derive(Debug, Clone, Default)]
+pub struct RunningCaps {
+    /// On all queues together; 0 = none.
+    pub tenant: u32,
+    /// Per queue, as CLAIM reads them: `queue=n,queue=n` ('' = none).
+    pub per_queue: String,
+}
+
+impl RunningCaps {
+    pub fn new(tenant: u32, per_queue: &[(String, u32)]) -> Self {
+        let per_queue = per_queue.iter().map(|(queue, cap)| format!("{queue}={cap}")).collect::<Vec<_>>().join(",");
+        Self { tenant, per_queue }
+    }
+}
 
 /// A run this process holds a lease on, until its outcome is flushed, it is
 /// released, or its lease is lost.
@@ -183,8 +201,6 @@ struct Inner {
     /// Jobs handed to apalis whose handler has not finished.
     running: AtomicUsize,
     job_time: fetch::JobTime,
-    /// Claims made so far: rotates the first queue a worker serving every queue looks at.
-    turn: AtomicUsize,
     stop: watch::Sender<bool>,
 }
 
@@ -298,7 +314,6 @@ impl RedisBackend {
             lost_claims: Mutex::default(),
             running: AtomicUsize::new(0),
             job_time: fetch::JobTime::new(),
-            turn: AtomicUsize::new(0),
             stop: watch::Sender::new(false),
         });
         let handle = BackendHandle { inner: inner.clone(), ack_tx: ack_tx.clone() };

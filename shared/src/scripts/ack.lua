@@ -36,11 +36,12 @@ for _ = 1, tonumber(ARGV[5]) do
     if runs ~= token or not (status == 'running' or has(flags, 'o')) then
       stale = stale + 1
     else
+      local failed = q .. ':t:' .. tenant_of(meta) .. ':failed'
       if status == 'running' then
         nleaving = nleaving + 1
         leaving[nleaving] = id
       elseif status == 'failed' then
-        redis.call('ZREM', q .. ':failed', id)
+        redis.call('ZREM', failed, id)
       end
       -- A running job's flags are `o` alone (its claim took it off the list).
       if status == 'running' then flags = '' else flags = closed(flags) end
@@ -54,12 +55,13 @@ for _ = 1, tonumber(ARGV[5]) do
         transition(w, id, meta, status, 'cancelled', attempt, due, cancel, failed_expires, runs, flags, total,
           history, text)
       elseif verdict == 'fail' then
-        redis.call('ZADD', q .. ':failed', now, id)
+        redis.call('ZADD', failed, now, id)
         transition(w, id, meta, status, 'failed', attempt, due, cancel, failed_expires, runs, flags, total,
           history, text)
       else
         local retry_at = now + tonumber(verdict)
         redis.call('ZADD', q .. ':retry', retry_at, id)
+        due_at(tag, queue, retry_at)
         transition(w, id, meta, status, 'retrying', attempt, retry_at, cancel, 0, runs, flags, total, history,
           text)
         retried = true

@@ -9,11 +9,13 @@
 -- ARGV[3]  idempotency key name ('' = none)   ARGV[4] request fingerprint
 -- ARGV[5]  idempotency ttl, seconds   ARGV[6] the ids, comma-separated (kept with the key)
 -- ARGV[7]  tenant   ARGV[8] job count n   ARGV[9] rate limit, jobs/s (0 = none)   ARGV[10] burst
--- ARGV[11..] n × 4: id, head (tenant \t type \t queue \t max_attempts \t timeout_ms
+-- ARGV[11] the most queues the tenant may have jobs in (0 = no cap)
+-- ARGV[12..] n × 4: id, head (tenant \t type \t queue \t max_attempts \t timeout_ms
 --   \t backoff_base_ms \t backoff_cap_ms), payload, when ('' = now, '+<ms>' = after
 --   that delay, '@<ms>' = at that time, which if past means now); grouped by queue,
 --   then g, and g groups: queue, first job (0-based), count.
 -- Returns {'created', now_ms} | {'replay', 'id1,id2,…'} | {'mismatch'} | {'limited', retry_after_ms}
+--   | {'too_many_queues', cap}
 local tag, maxlen, idem_key = ARGV[1], ARGV[2], ARGV[3]
 
 if idem_key ~= '' then
@@ -29,6 +31,22 @@ end
 
 local tenant, n = ARGV[7], tonumber(ARGV[8])
 local now = now_ms()
+local at = 12 + 4 * n
+local g = tonumber(ARGV[at])
+at = at + 1
+
+-- The tenant's queues (`t:<tenant>:queues`): a request that would take it past
+-- its cap stores nothing.
+local max_queues = tonumber(ARGV[11])
+local tenant_queues = tag .. ':t:' .. tenant .. ':queues'
+local new_queues = {}
+for i = 0, g - 1 do
+  local queue = ARGV[at + 3 * i]
+  if redis.call('SISMEMBER', tenant_queues, queue) == 0 then new_queues[#new_queues + 1] = queue end
+end
+if max_queues > 0 and #new_queues > 0 and redis.call('SCARD', tenant_queues) + #new_queues > max_queues then
+  return {'too_many_queues', max_queues}
+end
 
 -- The tenant's token bucket (keys.rs `rate_limit`), on the server's clock so
 -- that every API instance shares one limit.
@@ -53,15 +71,12 @@ local metas = {}
 -- Index scores are created_ms × 1000 + position, so that the jobs of one batch
 -- (one millisecond) keep their order and page cleanly.
 local base = now * 1000
-local at = 11 + 4 * n
-local g = tonumber(ARGV[at])
-at = at + 1
 for _ = 1, g do
   local queue, first, count = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   at = at + 3
   local ready, scheduled, nready = {}, {}, 0
   for i = first, first + count - 1 do
-    local b = 11 + 4 * i
+    local b = 12 + 4 * i
     local id, head, when = ARGV[b], ARGV[b + 1], ARGV[b + 3]
     local meta = metas[head]
     if not meta then
@@ -90,13 +105,23 @@ for _ = 1, g do
   local counts = counts_key(tag, tenant)
   if nready > 0 then
     redis.call('HINCRBY', counts, queue .. '\tqueued', nready)
-    chunked('RPUSH', tag .. ':q:' .. queue .. ':ready', ready)
+    local list = ready_key(tag, queue, tenant)
+    -- The first chunk's RPUSH says whether the list was empty.
+    local length = redis.call('RPUSH', list, unpack(ready, 1, math.min(nready, 512)))
+    for i = 513, nready, 512 do redis.call('RPUSH', list, unpack(ready, i, math.min(i + 511, nready))) end
+    if length == math.min(nready, 512) then enlist(tag, queue, tenant) end
   end
   if #scheduled > 0 then
     redis.call('HINCRBY', counts, queue .. '\tscheduled', #scheduled / 2)
     chunked('ZADD', tag .. ':q:' .. queue .. ':scheduled', scheduled, 2)
+    local earliest = scheduled[1]
+    for i = 3, #scheduled, 2 do earliest = math.min(earliest, scheduled[i]) end
+    due_at(tag, queue, earliest)
   end
-  redis.call('SADD', tag .. ':queues', queue)
+end
+if #new_queues > 0 then
+  chunked('SADD', tenant_queues, new_queues)
+  chunked('SADD', tag .. ':queues', new_queues)
 end
 chunked('HSET', tag .. ':spec', specs, 2)
 chunked('HSET', tag .. ':state', states, 2)

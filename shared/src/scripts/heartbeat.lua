@@ -27,7 +27,7 @@ if nlost > 0 then
   local lost = {}
   for i = 7, first - 1 do lost[ARGV[i]] = true end
   local w = writer(tag, now)
-  for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
+  for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':busy')) do
     local running = tag .. ':q:' .. queue .. ':running'
     local leases = redis.call('HGETALL', running)
     local ids = {}
@@ -41,13 +41,15 @@ if nlost > 0 then
       for i, id in ipairs(ids) do
         local status, attempts, due, cancel, _, history, runs, flags, total = parse_state(states[i])
         if status == 'running' and specs[i] then
-          transition(w, id, spec_meta(specs[i]), status, 'queued', tonumber(attempts) - 1, due, cancel, 0, runs,
+          local meta = spec_meta(specs[i])
+          transition(w, id, meta, status, 'queued', tonumber(attempts) - 1, due, cancel, 0, runs,
             listed(closed(flags), true), total, history, 'claim reply lost on its way to the worker; the attempt does not count')
-          redis.call('LPUSH', tag .. ':q:' .. queue .. ':ready', id)
+          push_front(tag, queue, tenant_of(meta), id)
           out[1] = out[1] + 1
         end
       end
       chunked('HDEL', running, ids)
+      idle_check(tag, queue)
     end
   end
   flush(w, maxlen)

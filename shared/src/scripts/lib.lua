@@ -27,6 +27,13 @@
 
 local HISTORY_KEPT = 50
 
+-- Ready jobs wait per queue and tenant (`q:<queue>:t:<tenant>:ready`), so that
+-- tenants take turns: `q:<queue>:ring` lists the tenants with ready jobs there,
+-- each once, and `ready` lists the queues with ready jobs, each once; CLAIM
+-- rotates both. `due` scores each queue with scheduled or retrying jobs by the
+-- earliest due time, `busy` holds the queues with leases: no script walks a
+-- queue or tenant that has nothing for it, however many names exist.
+
 -- Leases live in a per-queue hash `running` (id -> expiry ms). Redis keeps a
 -- small hash as a listpack, where every HSET and HDEL scans it whole: with a
 -- worker's batches in flight (100+ leases) the scans cost more than the rest
@@ -157,7 +164,7 @@ end
 -- search in Lua 5.1, which a per-job append would pay every time.
 local function writer(tag, now)
   return {
-    tag = tag, now = tostring(now), state = {}, nstate = 0, result = {}, lists = {}, order = {},
+    tag = tag, now = tostring(now), state = {}, nstate = 0, result = {}, lists = {}, order = {}, ready = {},
     lines = {}, nlines = 0, counts = {}, buckets = {},
   }
 end
@@ -185,6 +192,53 @@ local function push(w, key, value)
   local n = list.n + 1
   list[n] = value
   list.n = n
+end
+
+-- The tenant of a meta (`tenant \t type \t queue`), worked out once per meta.
+local tenants_of = {}
+local function tenant_of(meta)
+  local tenant = tenants_of[meta]
+  if not tenant then
+    tenant = string.match(meta, '^[^\t]*')
+    tenants_of[meta] = tenant
+  end
+  return tenant
+end
+
+local function ready_key(tag, queue, tenant)
+  return tag .. ':q:' .. queue .. ':t:' .. tenant .. ':ready'
+end
+
+-- Gives `tenant` its turns on `queue`, whose ready list for it was empty until
+-- now, and `queue` its turns among the queues with ready jobs.
+local function enlist(tag, queue, tenant)
+  if redis.call('RPUSH', tag .. ':q:' .. queue .. ':ring', tenant) == 1 then
+    redis.call('RPUSH', tag .. ':ready', queue)
+  end
+end
+
+-- Queues `id` (of `meta`) at the back of its tenant's ready list on `queue`, at flush.
+local function push_ready(w, queue, meta, id)
+  local tenant = tenant_of(meta)
+  local key = ready_key(w.tag, queue, tenant)
+  if not w.lists[key] then w.ready[key] = { queue, tenant } end
+  push(w, key, id)
+end
+
+-- Puts `id` back at the front of its tenant's ready list on `queue`, now.
+local function push_front(tag, queue, tenant, id)
+  if redis.call('LPUSH', ready_key(tag, queue, tenant), id) == 1 then enlist(tag, queue, tenant) end
+end
+
+-- Notes that `queue` has a job due at `at` (ms): the queue's score in `due` is
+-- its earliest such time.
+local function due_at(tag, queue, at)
+  redis.call('ZADD', tag .. ':due', 'LT', at, queue)
+end
+
+-- After leases of `queue` were deleted: the queue leaves `busy` once only the pin is left.
+local function idle_check(tag, queue)
+  if redis.call('HLEN', tag .. ':q:' .. queue .. ':running') <= 1 then redis.call('SREM', tag .. ':busy', queue) end
 end
 
 -- Adds `delta` to the count of `meta`'s tenant and queue in `status`. Metas of
@@ -274,18 +328,35 @@ local function counts_key(tag, tenant)
   return tag .. ':t:' .. tenant .. ':counts'
 end
 
--- Writes what a writer collected, and appends its events.
+-- Writes what a writer collected, and appends its events. Besides each queue's
+-- counts, a tenant's `*\trunning` counts its running jobs on every queue (the
+-- TENANT_MAX_RUNNING cap reads it).
 local function flush(w, maxlen)
   local tag = w.tag
   for meta, deltas in pairs(w.counts) do
     local tenant, queue = string.match(meta, '^([^\t]*)\t[^\t]*\t(.*)$')
+    local key = counts_key(tag, tenant)
     for status, delta in pairs(deltas) do
-      if delta ~= 0 then redis.call('HINCRBY', counts_key(tag, tenant), queue .. '\t' .. status, delta) end
+      if delta ~= 0 then
+        redis.call('HINCRBY', key, queue .. '\t' .. status, delta)
+        if status == 'running' then redis.call('HINCRBY', key, '*\trunning', delta) end
+      end
     end
   end
   if #w.state > 0 then chunked('HSET', tag .. ':state', w.state, 2) end
   if #w.result > 0 then chunked('HSET', tag .. ':result', w.result, 2) end
-  for _, key in ipairs(w.order) do chunked('RPUSH', key, w.lists[key]) end
+  for _, key in ipairs(w.order) do
+    local items = w.lists[key]
+    local first = math.min(items.n, 512)
+    -- The first chunk's RPUSH says whether the list was empty: then its tenant
+    -- starts taking turns (`enlist`).
+    local length = redis.call('RPUSH', key, unpack(items, 1, first))
+    if first < items.n then
+      for i = first + 1, items.n, 512 do redis.call('RPUSH', key, unpack(items, i, math.min(i + 511, items.n))) end
+    end
+    local ready = w.ready[key]
+    if ready and length == first then enlist(tag, ready[1], ready[2]) end
+  end
   if w.gc_min then
     -- The sweep starts from the earliest bucket that holds anything.
     local cursor = tonumber(redis.call('GET', tag .. ':gc:cursor'))
@@ -293,5 +364,6 @@ local function flush(w, maxlen)
   end
   emit(tag, maxlen, table.concat(w.lines, '\n'))
   w.state, w.result, w.lists, w.order, w.lines, w.counts, w.buckets, w.gc_min = {}, {}, {}, {}, {}, {}, {}, nil
+  w.ready = {}
   w.nstate, w.nlines, w.last_meta = 0, 0, nil
 end

@@ -4,8 +4,10 @@
 -- worker cannot loop. The run stays open (see ack.lua): its worker may still
 -- come back with the outcome. (A claim whose reply its worker never got is handed
 -- back uncounted by that worker's next heartbeat, see heartbeat.lua.)
--- Then deletes records whose retention ended (the one-second buckets
--- `gc:<second>`) with their listing entries, and forgets silent workers.
+-- It looks only at the queues with leases (`busy`). Then deletes records whose
+-- retention ended (the one-second buckets `gc:<second>`) with their listing and
+-- failed-index entries, lets a tenant's queue go once nothing of it is left
+-- there (`t:<tenant>:queues`), and forgets silent workers.
 -- KEYS[1]  the events stream (routes the call)
 -- ARGV[1]  tag   ARGV[2] limit (per queue, and for the sweep)   ARGV[3] events maxlen
 -- ARGV[4]  failed ttl ms   ARGV[5] lease ms
@@ -26,8 +28,9 @@ local last = tonumber(redis.call('GET', tag .. ':reap:last'))
 redis.call('SET', tag .. ':reap:last', now)
 local outage = last ~= nil and now - last > lease
 
--- Takes back the expired leases `expired` of one queue.
-local function take_back(q, expired)
+-- Takes back the expired leases `expired` of `queue`.
+local function take_back(queue, expired)
+  local q = tag .. ':q:' .. queue
   local states = hmget(tag .. ':state', expired)
   local specs = hmget(tag .. ':spec', expired)
   for i, id in ipairs(expired) do
@@ -39,22 +42,23 @@ local function take_back(q, expired)
         transition(w, id, meta, status, 'cancelled', attempts, due, cancel, now + failed_ttl, runs, flags, total,
           history, expired_err)
       elseif tonumber(attempts) >= max_attempts then
-        redis.call('ZADD', q .. ':failed', now, id)
+        redis.call('ZADD', q .. ':t:' .. tenant_of(meta) .. ':failed', now, id)
         transition(w, id, meta, status, 'failed', attempts, due, cancel, now + failed_ttl, runs, flags, total,
           history, expired_err)
       else
         transition(w, id, meta, status, 'queued', attempts, due, cancel, 0, runs, listed(flags, true), total, history,
           expired_err)
-        push(w, q .. ':ready', id)
+        push_ready(w, queue, meta, id)
         requeued = true
       end
       reaped = reaped + 1
     end
   end
   chunked('HDEL', q .. ':running', expired)
+  idle_check(tag, queue)
 end
 
-for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
+for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':busy')) do
   local q = tag .. ':q:' .. queue
   -- The running hash holds at most the jobs in flight: scanning it is cheap.
   local leases = redis.call('HGETALL', q .. ':running')
@@ -75,15 +79,16 @@ for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
         expired[#expired + 1] = leases[i]
       end
     end
-    if #expired > 0 then take_back(q, expired) end
+    if #expired > 0 then take_back(queue, expired) end
   end
-  redis.call('ZREMRANGEBYSCORE', q .. ':failed', '-inf', now - failed_ttl)
 end
 flush(w, maxlen)
 if requeued then wake(tag) end
 
 -- Retention: sweep whole seconds that have passed, oldest first (bounded per call).
 local swept, budget, steps = 0, limit, 0
+-- `tenant \t queue` pairs that lost records: their queue may have nothing left.
+local emptied = {}
 local cursor = tonumber(redis.call('GET', tag .. ':gc:cursor'))
 if cursor then
   local last_second = math.floor(now / 1000) - 1
@@ -108,16 +113,21 @@ if cursor then
       if #gone > 0 then
         local specs = hmget(tag .. ':spec', gone)
         local indexes, order = {}, {}
+        local function unindex(key, id)
+          if not indexes[key] then
+            indexes[key] = {}
+            order[#order + 1] = key
+          end
+          table.insert(indexes[key], id)
+        end
         for i, spec in ipairs(specs) do
           if spec then
-            local meta = spec_meta(spec)
+            local meta, queue = spec_meta_queue(spec)
+            local tenant = tenant_of(meta)
             count(w, meta, ended[i], -1)
-            local key = tag .. ':t:' .. string.match(meta, '^[^\t]*') .. ':jobs'
-            if not indexes[key] then
-              indexes[key] = {}
-              order[#order + 1] = key
-            end
-            table.insert(indexes[key], gone[i])
+            unindex(tag .. ':t:' .. tenant .. ':jobs', gone[i])
+            if ended[i] == 'failed' then unindex(tag .. ':q:' .. queue .. ':t:' .. tenant .. ':failed', gone[i]) end
+            emptied[tenant .. '\t' .. queue] = true
           end
         end
         for _, key in ipairs(order) do chunked('ZREM', key, indexes[key]) end
@@ -133,6 +143,21 @@ if cursor then
   end
   redis.call('SET', tag .. ':gc:cursor', cursor)
   flush(w, maxlen)
+end
+
+-- A tenant's queue with no job left in any status no longer counts against its cap.
+local statuses = {'queued', 'scheduled', 'running', 'retrying', 'succeeded', 'failed', 'cancelled'}
+for pair in pairs(emptied) do
+  local tenant, queue = string.match(pair, '^([^\t]*)\t(.*)$')
+  local fields = {}
+  for i, status in ipairs(statuses) do fields[i] = queue .. '\t' .. status end
+  local key = counts_key(tag, tenant)
+  local left = 0
+  for _, n in ipairs(redis.call('HMGET', key, unpack(fields))) do left = left + (tonumber(n) or 0) end
+  if left == 0 then
+    redis.call('HDEL', key, unpack(fields))
+    redis.call('SREM', tag .. ':t:' .. tenant .. ':queues', queue)
+  end
 end
 
 redis.call('ZREMRANGEBYSCORE', tag .. ':workers', '-inf', now - lease * 3)

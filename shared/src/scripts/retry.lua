@@ -14,9 +14,9 @@ local q = tag .. ':q:' .. queue
 local now = now_ms()
 local w = writer(tag, now)
 -- An id still on the list from before the job ended is where it queues again.
-if not has(flags, 'l') then push(w, q .. ':ready', id) end
+if not has(flags, 'l') then push_ready(w, queue, meta, id) end
 transition(w, id, meta, status, 'queued', 0, w.now, 0, 0, runs, 'l', total, history)
-redis.call('ZREM', q .. ':failed', id)
+redis.call('ZREM', q .. ':t:' .. tenant .. ':failed', id)
 flush(w, maxlen)
 wake(tag)
 return {'queued'}

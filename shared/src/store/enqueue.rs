@@ -1,20 +1,21 @@
 //! Building the ENQUEUE call: each job's strings are sent once; the script adds
 //! Redis's time and files them away.
 
-use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, RateLimit, string_at};
+use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, TenantLimits, string_at};
 use crate::error::{StoreError, StoreResult};
 use crate::scripts;
 
 impl JobStore {
-    /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them
-    /// and taking them from the tenant's `limit` bucket (a replay takes nothing).
+    /// Creates `jobs` (all or none) in one round trip, claiming `idempotency` with them,
+    /// taking them from the tenant's rate bucket (a replay takes nothing) and keeping
+    /// its queues within `limits`.
     /// The script stamps every job with Redis's time, which `Created` returns. All
     /// jobs of one call belong to one tenant (one request).
     pub async fn enqueue(
         &self,
         jobs: &[NewJob],
         idempotency: Option<&IdempotencyClaim>,
-        limit: Option<RateLimit>,
+        limits: TenantLimits,
     ) -> StoreResult<EnqueueOutcome> {
         let tenant = jobs.first().map_or("default", |job| job.tenant.as_str());
         debug_assert!(jobs.iter().all(|job| job.tenant == tenant), "one tenant per enqueue");
@@ -27,8 +28,8 @@ impl JobStore {
         let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
         call.arg(self.config.idempotency_ttl.as_secs().max(1)).arg(ids.join(","));
         call.arg(tenant).arg(jobs.len());
-        let limit = limit.filter(|limit| limit.per_sec > 0);
-        call.arg(limit.map_or(0, |l| l.per_sec)).arg(limit.map_or(0, |l| l.burst));
+        let rate = limits.rate.filter(|rate| rate.per_sec > 0);
+        call.arg(rate.map_or(0, |l| l.per_sec)).arg(rate.map_or(0, |l| l.burst)).arg(limits.max_queues);
         // Jobs go in queue order (stable, so each queue keeps submission order),
         // making every queue's jobs one contiguous range.
         let mut order: Vec<&NewJob> = jobs.iter().collect();
@@ -69,6 +70,10 @@ impl JobStore {
                 Ok(EnqueueOutcome::Replayed { ids: string_at(&reply, 1)?.split(',').map(str::to_owned).collect() })
             }
             "mismatch" => Ok(EnqueueOutcome::KeyReused),
+            "too_many_queues" => {
+                let cap = reply.get(1).and_then(|v| redis::from_redis_value::<u32>(v.clone()).ok()).unwrap_or_default();
+                Ok(EnqueueOutcome::TooManyQueues { cap })
+            }
             "limited" => {
                 let wait = reply.get(1).and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok()).unwrap_or(1000);
                 Ok(EnqueueOutcome::RateLimited { retry_after_ms: wait.max(1) })

@@ -172,7 +172,7 @@ impl JobStore {
     /// Returns how many, and whether failed jobs may remain.
     pub async fn retry_failed(&self, tenant: &str, queue: &str, limit: usize) -> StoreResult<(usize, bool)> {
         let (retried, more): (usize, u8) = scripts::RETRY_FAILED
-            .key(self.keys.failed(queue))
+            .key(self.keys.failed(queue, tenant))
             .arg(self.keys.tag())
             .arg(queue)
             .arg(tenant)
@@ -183,8 +183,9 @@ impl JobStore {
         Ok((retried, more == 1))
     }
 
-    /// Per-queue counts of one tenant's jobs, or of every tenant's (`None`), with
-    /// every known queue listed; read from the counts the scripts keep.
+    /// Per-queue counts of one tenant's jobs, over the queues it has jobs in; or of
+    /// every tenant's (`None`, for operators), over every queue named. Read from the
+    /// counts the scripts keep.
     pub async fn queue_stats(&self, tenant: Option<&str>) -> StoreResult<Vec<QueueStats>> {
         let mut conn = self.conn.clone();
         let tenants: Vec<String> = match tenant {
@@ -192,7 +193,10 @@ impl JobStore {
             None => conn.smembers(self.keys.tenants()).await?,
         };
         let mut pipe = redis::pipe();
-        pipe.smembers(self.keys.queues());
+        match tenant {
+            Some(tenant) => pipe.smembers(self.keys.tenant_queues(tenant)),
+            None => pipe.smembers(self.keys.queues()),
+        };
         for tenant in &tenants {
             pipe.hgetall(self.keys.tenant_counts(tenant));
         }
@@ -207,26 +211,40 @@ impl JobStore {
             for (field, n) in counts {
                 let Some((queue, status)) = field.split_once('\t') else { continue };
                 let Ok(status) = status.parse::<JobStatus>() else { continue };
-                let entry = stats.entry(queue.to_owned()).or_insert_with(|| QueueStats::empty(queue.to_owned()));
-                *entry.count_mut(status) += n.max(0) as u64;
+                // `*\trunning` (all queues) and queues the tenant has left are not listed.
+                if let Some(entry) = stats.get_mut(queue) {
+                    *entry.count_mut(status) += n.max(0) as u64;
+                }
             }
         }
         Ok(stats.into_values().collect())
     }
 
-    /// How long the job at the head of each queue's ready list has been due, in ms
-    /// (0 when none waits). Queue-wide: every tenant's jobs.
+    /// How long the oldest ready job of each queue with ready jobs has been due,
+    /// in ms, over every tenant's jobs: the head of each tenant's list, oldest of all.
     pub async fn queue_latency(&self) -> StoreResult<BTreeMap<String, u64>> {
         let mut conn = self.conn.clone();
-        let names: Vec<String> = conn.smembers(self.keys.queues()).await?;
+        let names: Vec<String> = conn.lrange(self.keys.ready_queues(), 0, -1).await?;
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
         let mut pipe = redis::pipe();
         for name in &names {
-            pipe.lindex(self.keys.ready(name), 0);
+            pipe.lrange(self.keys.ring(name), 0, -1);
         }
-        let heads: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let rings: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let mut pipe = redis::pipe();
+        let mut heads: Vec<&str> = Vec::new();
+        for (name, ring) in names.iter().zip(&rings) {
+            for tenant in ring {
+                pipe.lindex(self.keys.ready(name, tenant), 0);
+                heads.push(name);
+            }
+        }
+        let ids: Vec<Option<String>> = if heads.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+        let waiting: Vec<(&str, String)> =
+            heads.into_iter().zip(ids).filter_map(|(name, id)| Some((name, id?))).collect();
         let mut latency: BTreeMap<String, u64> = names.iter().map(|name| (name.clone(), 0)).collect();
-        let waiting: Vec<(String, String)> =
-            names.into_iter().zip(heads).filter_map(|(name, head)| Some((name, head?))).collect();
         if waiting.is_empty() {
             return Ok(latency);
         }
@@ -236,7 +254,9 @@ impl JobStore {
         let now = chrono::Utc::now().timestamp_millis();
         for ((name, _), state) in waiting.into_iter().zip(states) {
             if let Some(due) = state.as_deref().and_then(|s| State::parse(s.lines().next()?)).map(|s| s.due_ms) {
-                latency.insert(name, (now - due).max(0) as u64);
+                let waited = (now - due).max(0) as u64;
+                let entry = latency.entry(name.to_owned()).or_default();
+                *entry = (*entry).max(waited);
             }
         }
         Ok(latency)

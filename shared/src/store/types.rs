@@ -92,6 +92,16 @@ pub enum EnqueueOutcome {
     KeyReused,
     /// The tenant's rate limit holds these jobs back; nothing was stored.
     RateLimited { retry_after_ms: u64 },
+    /// The jobs would take the tenant past its cap on queues; nothing was stored.
+    TooManyQueues { cap: u32 },
+}
+
+/// What one tenant may submit; the scripts enforce it, so it holds across API instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TenantLimits {
+    pub rate: Option<RateLimit>,
+    /// Most queues the tenant may have jobs in at once (0 = no cap).
+    pub max_queues: u32,
 }
 
 /// A tenant's submission limit: a token bucket of `burst` jobs refilled at

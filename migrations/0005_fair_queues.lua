@@ -1,0 +1,84 @@
+-- 0005_fair_queues: from this schema on, ready jobs wait per queue and tenant
+-- (`q:<queue>:t:<tenant>:ready`) so that tenants take turns, with the tenants
+-- that have ready jobs on a queue in `q:<queue>:ring` and the queues with ready
+-- jobs in `ready`; `due` scores the queues with scheduled or retrying jobs by
+-- the earliest due time, and `busy` holds the queues with leases, so that no
+-- script walks every queue ever named. Failed jobs are indexed per queue and
+-- tenant (`q:<queue>:t:<tenant>:failed`); a tenant's queues are in
+-- `t:<tenant>:queues` (its cap), and its counts gain `*\trunning`, its running
+-- jobs on every queue. This pass moves each queue's ready list and failed set
+-- into the new keys, in order, and builds the indexes: one pass over the queued
+-- and failed jobs, during which Redis serves nothing else.
+-- ARGV[1] tag `{prefix}`.
+local tag = ARGV[1]
+local function tenant_of(spec) return string.match(spec, '^[^\t]*') end
+
+for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
+  local q = tag .. ':q:' .. queue
+  -- Ready: each tenant's ids in their order, and the tenants in the order of their first job.
+  local old, ring = q .. ':ready', {}
+  local seen = {}
+  local n = redis.call('LLEN', old)
+  for first = 0, n - 1, 1000 do
+    local ids = redis.call('LRANGE', old, first, first + 999)
+    local specs = redis.call('HMGET', tag .. ':spec', unpack(ids))
+    local by = {}
+    for i, id in ipairs(ids) do
+      if specs[i] then
+        local tenant = tenant_of(specs[i])
+        if not by[tenant] then by[tenant] = {} end
+        table.insert(by[tenant], id)
+        if not seen[tenant] then
+          seen[tenant] = true
+          ring[#ring + 1] = tenant
+        end
+      end
+    end
+    for tenant, list in pairs(by) do
+      redis.call('RPUSH', q .. ':t:' .. tenant .. ':ready', unpack(list))
+    end
+  end
+  redis.call('DEL', old)
+  if #ring > 0 then
+    redis.call('RPUSH', q .. ':ring', unpack(ring))
+    redis.call('RPUSH', tag .. ':ready', queue)
+  end
+  -- Failed: per tenant, with the same scores.
+  local failed = q .. ':failed'
+  local m = redis.call('ZCARD', failed)
+  for first = 0, m - 1, 1000 do
+    local page = redis.call('ZRANGE', failed, first, first + 999, 'WITHSCORES')
+    local ids = {}
+    for i = 1, #page, 2 do ids[#ids + 1] = page[i] end
+    local specs = redis.call('HMGET', tag .. ':spec', unpack(ids))
+    for i = 1, #ids do
+      if specs[i] then redis.call('ZADD', q .. ':t:' .. tenant_of(specs[i]) .. ':failed', page[2 * i], ids[i]) end
+    end
+  end
+  redis.call('DEL', failed)
+  -- Due and busy.
+  local earliest
+  for _, z in ipairs({':scheduled', ':retry'}) do
+    local head = redis.call('ZRANGE', q .. z, 0, 0, 'WITHSCORES')
+    if #head > 0 and (not earliest or tonumber(head[2]) < earliest) then earliest = tonumber(head[2]) end
+  end
+  if earliest then redis.call('ZADD', tag .. ':due', earliest, queue) end
+  if redis.call('HLEN', q .. ':running') > 1 then redis.call('SADD', tag .. ':busy', queue) end
+end
+
+-- Each tenant's queues (those it has jobs in) and its running jobs on all of them.
+for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do
+  local key = tag .. ':t:' .. tenant .. ':counts'
+  local counts = redis.call('HGETALL', key)
+  local running, queues = 0, {}
+  for i = 1, #counts, 2 do
+    local queue, status = string.match(counts[i], '^([^\t]*)\t(.*)$')
+    local n = tonumber(counts[i + 1]) or 0
+    if queue ~= '*' and n > 0 then
+      queues[queue] = true
+      if status == 'running' then running = running + n end
+    end
+  end
+  for queue in pairs(queues) do redis.call('SADD', tag .. ':t:' .. tenant .. ':queues', queue) end
+  redis.call('HSET', key, '*\trunning', running)
+end

@@ -4,9 +4,8 @@
 -- jobs in `ready`; `due` scores the queues with scheduled or retrying jobs by
 -- the earliest due time, and `busy` holds the queues with leases, so that no
 -- script walks every queue ever named. Failed jobs are indexed per queue and
--- tenant (`q:<queue>:t:<tenant>:failed`); a tenant's queues are in
--- `t:<tenant>:queues` (its cap), and its counts gain `*\trunning`, its running
--- jobs on every queue. This pass moves each queue's ready list and failed set
+-- tenant (`q:<queue>:t:<tenant>:failed`), and a tenant's queues are in
+-- `t:<tenant>:queues` (its cap). This pass moves each queue's ready list and failed set
 -- into the new keys, in order, and builds the indexes: one pass over the queued
 -- and failed jobs, during which Redis serves nothing else.
 -- ARGV[1] tag `{prefix}`.
@@ -66,19 +65,12 @@ for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
   if redis.call('HLEN', q .. ':running') > 1 then redis.call('SADD', tag .. ':busy', queue) end
 end
 
--- Each tenant's queues (those it has jobs in) and its running jobs on all of them.
+-- Each tenant's queues: those it has jobs in.
 for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do
-  local key = tag .. ':t:' .. tenant .. ':counts'
-  local counts = redis.call('HGETALL', key)
-  local running, queues = 0, {}
+  local counts = redis.call('HGETALL', tag .. ':t:' .. tenant .. ':counts')
   for i = 1, #counts, 2 do
-    local queue, status = string.match(counts[i], '^([^\t]*)\t(.*)$')
-    local n = tonumber(counts[i + 1]) or 0
-    if queue ~= '*' and n > 0 then
-      queues[queue] = true
-      if status == 'running' then running = running + n end
+    if (tonumber(counts[i + 1]) or 0) > 0 then
+      redis.call('SADD', tag .. ':t:' .. tenant .. ':queues', string.match(counts[i], '^[^\t]*'))
     end
   end
-  for queue in pairs(queues) do redis.call('SADD', tag .. ':t:' .. tenant .. ':queues', queue) end
-  redis.call('HSET', key, '*\trunning', running)
 end

@@ -32,6 +32,16 @@ pub fn mint(secret: &str, tenant: &str, scope: &str, ttl: Duration) -> anyhow::R
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).context("cannot sign the bench token")
 }
 
+/// The tenants a run's jobs are spread over: `default` alone, or `t0`, `t1`, …
+pub fn tenants(count: usize) -> Vec<String> {
+    if count <= 1 { vec![TENANT.to_owned()] } else { (0..count).map(|i| format!("t{i}")).collect() }
+}
+
+/// A token for each of `tenants`, minted here.
+pub fn tokens(secret: &str, tenants: &[String]) -> anyhow::Result<Vec<String>> {
+    tenants.iter().map(|tenant| mint(secret, tenant, SCOPE, Duration::from_secs(2 * 3600))).collect()
+}
+
 /// A token from `<bin-dir>/api token …` when the binary has that command,
 /// otherwise one minted here.
 pub fn token_for(api_binary: Option<&Path>, secret: &str) -> anyhow::Result<String> {

@@ -167,6 +167,10 @@ pub struct Options {
     /// before the missing ones count as lost, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub event_timeout_secs: f64,
+    /// Tenants our jobs are spread over (workloads 1 and 2): each enqueue request
+    /// is the next tenant's, so tenants share the queue and take turns in claims.
+    #[arg(long, default_value_t = 1)]
+    pub tenants: usize,
     /// Replicas of our Redis to run beside it, on the Redis CPU; with `--api-env
     /// ENQUEUE_WAIT_REPLICAS=1` every enqueue waits for them (its cost).
     #[arg(long, default_value_t = 0)]

@@ -97,6 +97,7 @@ impl Options {
                 claim_batch: self.claim_batch,
                 poll_ms: self.poll_ms.max(1),
                 timeout_secs: self.timeout_secs,
+                tenants: self.tenants.max(1),
             },
             pairs: if throughput { self.pairs } else { 0 },
             peers: if self.no_peers { Vec::new() } else { self.peers.clone() },

@@ -28,6 +28,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<String> {
     let redis = BenchRedis::start(plan.persistence, plan.pinning.redis_cpu).await?;
     let ours = Ours::for_plan(plan, redis.url());
     let token = auth::token_for(ours.api_binary().as_deref(), &ours.jwt_secret)?;
+    let tokens = if plan.params.tenants > 1 {
+        auth::tokens(&ours.jwt_secret, &auth::tenants(plan.params.tenants))?
+    } else {
+        vec![token.clone()]
+    };
     let mut conn = redis.connect().await?;
     let mut text = String::new();
     let _ = writeln!(text, "# Redis time per script call, {} jobs (SLOWLOG, threshold 0)\n", plan.params.jobs);
@@ -52,7 +57,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<String> {
                 (run.map(drop), u64::from(SINGLE_RATE) * SINGLE_SECS as u64)
             }
             (BATCH, Some(api)) => {
-                (enqueue::http(api, &redis, &token, &plan.params, 0).await.map(drop), plan.params.jobs)
+                (enqueue::http(api, &redis, &tokens, &plan.params, 0).await.map(drop), plan.params.jobs)
             }
             _ => (process::drain(&ours, &redis, &plan.params, 0).await.map(drop), plan.params.jobs),
         };

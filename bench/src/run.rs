@@ -97,6 +97,11 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
     let ours = Ours::for_plan(plan, redis.url());
     let log_dir = &ours.log_dir;
     let token = auth::token_for(ours.api_binary().as_deref(), &ours.jwt_secret)?;
+    let tokens = if plan.params.tenants > 1 {
+        auth::tokens(&ours.jwt_secret, &auth::tenants(plan.params.tenants))?
+    } else {
+        vec![token.clone()]
+    };
     let mut results = Results::new(Setup::describe(plan));
     for &peer in &plan.peers {
         plan.peer_env.install(peer).with_context(|| format!("cannot install the {} peer", peer.name()))?;
@@ -105,7 +110,7 @@ pub async fn execute(plan: &Plan) -> anyhow::Result<Results> {
     for pair in 0..plan.pairs {
         redis.flush().await?;
         let api = ours.start_api().await?;
-        let enqueued = enqueue::http(&api, &redis, &token, &plan.params, pair).await;
+        let enqueued = enqueue::http(&api, &redis, &tokens, &plan.params, pair).await;
         api.stop().await;
         record(&mut results, enqueued.context("ours: HTTP enqueue")?);
         record(&mut results, process::drain(&ours, &redis, &plan.params, pair).await.context("ours: processing")?);

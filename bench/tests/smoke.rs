@@ -27,6 +27,7 @@ async fn a_small_run_of_every_workload_processes_all_jobs_and_writes_its_results
             claim_batch: None,
             poll_ms: 10,
             timeout_secs: 30,
+            tenants: 2,
         },
         pairs: 1,
         peers: Vec::new(),

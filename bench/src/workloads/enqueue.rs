@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
-use redis::AsyncCommands;
 
-use super::{Params, keys, noop_queue};
+use super::Params;
 use crate::measure::{Measurement, Workload};
 use crate::ours::RunningApi;
 use crate::procs::{CpuOf, cpu_secs};
@@ -26,10 +25,11 @@ fn batch_body(size: usize) -> Vec<u8> {
 pub async fn http(
     api: &RunningApi,
     redis: &BenchRedis,
-    token: &str,
+    tokens: &[String],
     params: &Params,
     pair: usize,
 ) -> anyhow::Result<Measurement> {
+    let tenants = crate::auth::tenants(params.tenants);
     let client = super::http_client()?;
     let full = batch_body(params.chunk);
     let last = batch_body((params.jobs % params.chunk as u64) as usize);
@@ -46,6 +46,7 @@ pub async fn http(
                 return anyhow::Ok(());
             }
             let body = if params.jobs - start >= params.chunk as u64 { full.clone() } else { last.clone() };
+            let token = &tokens[(start / params.chunk as u64) as usize % tokens.len()];
             let response = client
                 .post(&url)
                 .bearer_auth(token)
@@ -65,7 +66,7 @@ pub async fn http(
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(api.cpu)? - cpu_before;
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
-    let queued: u64 = conn.llen(keys().ready(&noop_queue(), crate::auth::TENANT)).await?;
+    let queued = super::queued(&mut conn, &tenants).await?;
     ensure!(queued == params.jobs, "{queued} jobs queued after enqueueing {}", params.jobs);
     Ok(Measurement::new("ours", Workload::EnqueueHttp, pair, params.jobs, secs, &delta, cpu))
 }
@@ -78,11 +79,12 @@ pub async fn library(redis: &BenchRedis, params: &Params, pair: usize) -> anyhow
     let before = RedisSample::read(&mut conn).await?;
     let cpu_before = cpu_secs(CpuOf::ThisProcess)?;
     let started = Instant::now();
-    super::enqueue_library(&store, params.jobs, params.chunk, params.inflight).await?;
+    let tenants = crate::auth::tenants(params.tenants);
+    super::enqueue_library(&store, params.jobs, params.chunk, params.inflight, &tenants).await?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(CpuOf::ThisProcess)? - cpu_before;
     let delta = before.delta(&RedisSample::read(&mut conn).await?);
-    let queued: u64 = conn.llen(keys().ready(&noop_queue(), crate::auth::TENANT)).await?;
+    let queued = super::queued(&mut conn, &tenants).await?;
     ensure!(queued == params.jobs, "{queued} jobs queued after enqueueing {}", params.jobs);
     Ok(Measurement::new("ours", Workload::EnqueueLibrary, pair, params.jobs, secs, &delta, cpu))
 }

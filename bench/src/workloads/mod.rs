@@ -42,6 +42,8 @@ pub struct Params {
     pub poll_ms: u64,
     /// A phase that takes longer fails.
     pub timeout_secs: u64,
+    /// Tenants the jobs are spread over, one enqueue request each in turn.
+    pub tenants: usize,
 }
 
 impl Params {
@@ -59,12 +61,12 @@ pub fn keys() -> Keys {
     Keys::new(PREFIX)
 }
 
-/// A `noop` job with its type's defaults, as the API would build it.
-pub fn noop_job() -> NewJob {
+/// A `noop` job of `tenant` with its type's defaults, as the API would build it.
+pub fn noop_job(tenant: &str) -> NewJob {
     let defaults = Registry::standard(true).defaults(JOB_TYPE).unwrap_or_default();
     NewJob {
         id: uuid::Uuid::now_v7().to_string(),
-        tenant: crate::auth::TENANT.to_owned(),
+        tenant: tenant.to_owned(),
         kind: JOB_TYPE.to_owned(),
         queue: defaults.queue.to_owned(),
         payload: "{}".to_owned(),
@@ -74,6 +76,16 @@ pub fn noop_job() -> NewJob {
         backoff_base_ms: defaults.backoff.base.as_millis() as u64,
         backoff_cap_ms: defaults.backoff.cap.as_millis() as u64,
     }
+}
+
+/// Jobs queued on the `noop` queue, over every tenant.
+pub async fn queued(conn: &mut redis::aio::MultiplexedConnection, tenants: &[String]) -> anyhow::Result<u64> {
+    let mut pipe = redis::pipe();
+    for tenant in tenants {
+        pipe.llen(keys().ready(&noop_queue(), tenant));
+    }
+    let lengths: Vec<u64> = pipe.query_async(conn).await?;
+    Ok(lengths.iter().sum())
 }
 
 /// A job store on `redis_url` with the schema applied and the scripts loaded,
@@ -86,8 +98,15 @@ pub async fn store(redis_url: &str) -> anyhow::Result<JobStore> {
 }
 
 /// Enqueues `jobs` no-op jobs through the library, `chunk` per call, `inflight`
-/// calls at once. Used to measure workload 1 and to pre-load workload 2.
-pub async fn enqueue_library(store: &JobStore, jobs: u64, chunk: usize, inflight: usize) -> anyhow::Result<()> {
+/// calls at once, each call for the next of `tenants`. Used to measure workload 1
+/// and to pre-load workload 2.
+pub async fn enqueue_library(
+    store: &JobStore,
+    jobs: u64,
+    chunk: usize,
+    inflight: usize,
+    tenants: &[String],
+) -> anyhow::Result<()> {
     let next = std::sync::atomic::AtomicU64::new(0);
     let lane = || async {
         loop {
@@ -96,7 +115,8 @@ pub async fn enqueue_library(store: &JobStore, jobs: u64, chunk: usize, inflight
                 return anyhow::Ok(());
             }
             let size = (jobs - start).min(chunk as u64) as usize;
-            let batch: Vec<NewJob> = (0..size).map(|_| noop_job()).collect();
+            let tenant = &tenants[(start / chunk as u64) as usize % tenants.len()];
+            let batch: Vec<NewJob> = (0..size).map(|_| noop_job(tenant)).collect();
             store.enqueue(&batch, None, shared::store::TenantLimits::default()).await.context("enqueue failed")?;
         }
     };

@@ -54,12 +54,12 @@ pub async fn drain(ours: &Ours, redis: &BenchRedis, params: &Params, pair: usize
     Ok(Measurement::new("ours", Workload::Process, pair, params.jobs, secs, &delta, cpu))
 }
 
-/// Jobs not finished yet: ready, leased (running, but for the hash's pin),
-/// waiting for a retry, or scheduled.
+/// Whether jobs are not finished yet: tenants with ready jobs, leases (but for
+/// the hash's pin), jobs waiting for a retry, or scheduled.
 async fn outstanding(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
     let (keys, queue) = (keys(), noop_queue());
     let (ready, running, pinned, retry, scheduled): (u64, u64, bool, u64, u64) = redis::pipe()
-        .llen(keys.ready(&queue, crate::auth::TENANT))
+        .llen(keys.ring(&queue))
         .hlen(keys.running(&queue))
         .hexists(keys.running(&queue), RUNNING_PIN)
         .zcard(keys.retry(&queue))

@@ -5,7 +5,8 @@
 -- token, which every later call about this run names.
 -- Tenants take turns: within a queue the claim visits the tenants with ready
 -- jobs in ring order (`q:<queue>:ring`), taking an even share of what is left
--- from each, and a worker serving every queue visits the queues with ready jobs
+-- from each (at least MIN_SHARE, so that a claim of 50 over 100 tenants costs a
+-- few turns, not 50), and a worker serving every queue visits the queues with ready jobs
 -- in ring order too (`ready`); both rings rotate, so the next claim starts where
 -- this one stopped. A tenant at its cap of running jobs is passed over.
 -- KEYS[1]  the wake stream (routes the call)
@@ -31,6 +32,7 @@ for queue, cap in string.gmatch(ARGV[9], '([^,=]+)=(%d+)') do queue_caps[queue] 
 local named = {}
 for i = 10, #ARGV do named[#named + 1] = ARGV[i] end
 
+local MIN_SHARE = 8
 local now = now_ms()
 local w = writer(tag, now)
 local out = {0, '', -1}
@@ -69,16 +71,27 @@ for _, queue in ipairs(redis.call('ZRANGEBYSCORE', tag .. ':due', '-inf', now, '
 end
 flush(w, maxlen)
 
--- Running jobs per tenant, with those this call takes added as it goes.
+-- Running jobs per tenant (read from its counts only when a cap applies), with
+-- those this call takes added as it goes.
 local running = {}
 local function room(tenant, queue)
   if tenant_cap == 0 and not queue_caps[queue] then return limit end
   local r = running[tenant]
   if not r then
-    local kept = redis.call('HMGET', counts_key(tag, tenant), '*\trunning', queue .. '\trunning')
-    r = { all = tonumber(kept[1]) or 0, queues = { [queue] = tonumber(kept[2]) or 0 } }
+    local all = 0
+    if tenant_cap > 0 then
+      local fields = {}
+      for i, name in ipairs(redis.call('SMEMBERS', tag .. ':t:' .. tenant .. ':queues')) do
+        fields[i] = name .. '\trunning'
+      end
+      if #fields > 0 then
+        for _, n in ipairs(redis.call('HMGET', counts_key(tag, tenant), unpack(fields))) do all = all + (tonumber(n) or 0) end
+      end
+    end
+    r = { all = all, queues = {} }
     running[tenant] = r
-  elseif not r.queues[queue] then
+  end
+  if not r.queues[queue] then
     r.queues[queue] = tonumber(redis.call('HGET', counts_key(tag, tenant), queue .. '\trunning')) or 0
   end
   local free = limit
@@ -110,7 +123,7 @@ local function take(queue, wanted, in_ring)
   end
   local ids, owners = {}, {}
   local got = 0
-  local visits = math.min(tenants, wanted)
+  local visits = math.min(tenants, math.ceil(wanted / MIN_SHARE))
   for visit = 1, visits do
     if got >= wanted then break end
     local tenant = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')

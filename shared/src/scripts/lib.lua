@@ -328,19 +328,14 @@ local function counts_key(tag, tenant)
   return tag .. ':t:' .. tenant .. ':counts'
 end
 
--- Writes what a writer collected, and appends its events. Besides each queue's
--- counts, a tenant's `*\trunning` counts its running jobs on every queue (the
--- TENANT_MAX_RUNNING cap reads it).
+-- Writes what a writer collected, and appends its events.
 local function flush(w, maxlen)
   local tag = w.tag
   for meta, deltas in pairs(w.counts) do
     local tenant, queue = string.match(meta, '^([^\t]*)\t[^\t]*\t(.*)$')
     local key = counts_key(tag, tenant)
     for status, delta in pairs(deltas) do
-      if delta ~= 0 then
-        redis.call('HINCRBY', key, queue .. '\t' .. status, delta)
-        if status == 'running' then redis.call('HINCRBY', key, '*\trunning', delta) end
-      end
+      if delta ~= 0 then redis.call('HINCRBY', key, queue .. '\t' .. status, delta) end
     end
   end
   if #w.state > 0 then chunked('HSET', tag .. ':state', w.state, 2) end

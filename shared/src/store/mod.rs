@@ -211,7 +211,7 @@ impl JobStore {
             for (field, n) in counts {
                 let Some((queue, status)) = field.split_once('\t') else { continue };
                 let Ok(status) = status.parse::<JobStatus>() else { continue };
-                // `*\trunning` (all queues) and queues the tenant has left are not listed.
+                // A queue the tenant has left is not listed.
                 if let Some(entry) = stats.get_mut(queue) {
                     *entry.count_mut(status) += n.max(0) as u64;
                 }

@@ -5,9 +5,10 @@
 -- the earliest due time, and `busy` holds the queues with leases, so that no
 -- script walks every queue ever named. Failed jobs are indexed per queue and
 -- tenant (`q:<queue>:t:<tenant>:failed`), and a tenant's queues are in
--- `t:<tenant>:queues` (its cap). This pass moves each queue's ready list and failed set
+-- `t:<tenant>:queues` (its cap). A tenant's usage (`t:<tenant>:usage`): its
+-- live jobs and the bytes of its stored specs, for its quotas. This pass moves each queue's ready list and failed set
 -- into the new keys, in order, and builds the indexes: one pass over the queued
--- and failed jobs, during which Redis serves nothing else.
+-- and failed jobs and over the specs, during which Redis serves nothing else.
 -- ARGV[1] tag `{prefix}`.
 local tag = ARGV[1]
 local function tenant_of(spec) return string.match(spec, '^[^\t]*') end
@@ -65,12 +66,30 @@ for _, queue in ipairs(redis.call('SMEMBERS', tag .. ':queues')) do
   if redis.call('HLEN', q .. ':running') > 1 then redis.call('SADD', tag .. ':busy', queue) end
 end
 
--- Each tenant's queues: those it has jobs in.
+-- Each tenant's queues (those it has jobs in) and its live jobs.
+local live_statuses = { queued = true, scheduled = true, running = true, retrying = true }
 for _, tenant in ipairs(redis.call('SMEMBERS', tag .. ':tenants')) do
   local counts = redis.call('HGETALL', tag .. ':t:' .. tenant .. ':counts')
+  local live = 0
   for i = 1, #counts, 2 do
-    if (tonumber(counts[i + 1]) or 0) > 0 then
-      redis.call('SADD', tag .. ':t:' .. tenant .. ':queues', string.match(counts[i], '^[^\t]*'))
+    local n = tonumber(counts[i + 1]) or 0
+    if n > 0 then
+      local queue, status = string.match(counts[i], '^([^\t]*)\t(.*)$')
+      redis.call('SADD', tag .. ':t:' .. tenant .. ':queues', queue)
+      if live_statuses[status] then live = live + n end
     end
   end
+  redis.call('HSET', tag .. ':t:' .. tenant .. ':usage', 'live', live, 'bytes', 0)
 end
+-- And the bytes of its specs.
+local bytes = {}
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', tag .. ':spec', cursor, 'COUNT', 1000)
+  cursor = page[1]
+  for i = 2, #page[2], 2 do
+    local tenant = tenant_of(page[2][i])
+    bytes[tenant] = (bytes[tenant] or 0) + #page[2][i]
+  end
+until cursor == '0'
+for tenant, n in pairs(bytes) do redis.call('HSET', tag .. ':t:' .. tenant .. ':usage', 'bytes', n) end

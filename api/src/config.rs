@@ -148,6 +148,21 @@ pub struct IsolationArgs {
     /// Distinct queues one tenant may have jobs in at once; past it `422 too_many_queues`.
     #[arg(long, env = "TENANT_MAX_QUEUES", value_name = "TENANT_MAX_QUEUES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub tenant_max_queues: u32,
+    /// Live (queued, scheduled, running, retrying) jobs one tenant may have; past it
+    /// `429 quota_exceeded`. 0 = no cap.
+    #[arg(long, env = "TENANT_MAX_LIVE_JOBS", value_name = "TENANT_MAX_LIVE_JOBS", default_value_t = 1_000_000)]
+    pub tenant_max_live_jobs: u64,
+    /// Bytes of stored jobs (payloads with their settings, live or kept after they
+    /// end) one tenant may have; past it `429 quota_exceeded`. 0 = no cap.
+    #[arg(long, env = "TENANT_MAX_BYTES", value_name = "TENANT_MAX_BYTES", default_value_t = 268_435_456)]
+    pub tenant_max_bytes: u64,
+    /// Percent of Redis's `maxmemory` past which new jobs get `503 storage_full`
+    /// (workers go on claiming and finishing, which frees memory).
+    #[arg(long, env = "STORAGE_HIGH_WATER_PERCENT", value_name = "STORAGE_HIGH_WATER_PERCENT", default_value_t = 85, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub storage_high_water_percent: u64,
+    /// Largest payload of one job, as JSON text, in bytes; past it `413 payload_too_large`.
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", value_name = "MAX_PAYLOAD_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(2..=16_777_216))]
+    pub max_payload_bytes: u64,
 }
 
 /// What a submission waits for before its `202`, beyond Redis's memory.

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// 422 — the Idempotency-Key was already used with a different request.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
+    /// 413 — one job's payload is over `MAX_PAYLOAD_BYTES`.
+    #[error("the payload is over the {limit}-byte limit (MAX_PAYLOAD_BYTES)")]
+    PayloadOverLimit { field: String, limit: usize },
     /// 413 — the body is over the limit.
     #[error("the request body is over the {0}-byte limit")]
     PayloadTooLarge(u64),
@@ -64,6 +67,15 @@ pub enum ApiError {
     /// 426 — `GET /v1/events` needs a WebSocket upgrade or `Accept: text/event-stream`.
     #[error("open a WebSocket, or send `Accept: text/event-stream`")]
     UpgradeRequired,
+    /// 503 — Redis's memory is past the high-water mark: new jobs wait until the
+    /// workers' deletions bring it down; everything else goes on.
+    #[error(
+        "storage is nearly full ({used_percent}% of Redis's maxmemory; new jobs are refused past {high_water_percent}%); retry later"
+    )]
+    StorageFull { used_percent: u64, high_water_percent: u64 },
+    /// 429 — the jobs would take the tenant past a quota; the text gives the figures.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// 429 — the tenant's submission rate limit; retry after this many seconds.
     #[error("too many jobs submitted; retry in {0} s")]
     RateLimited(u64),
@@ -100,7 +112,7 @@ pub struct Problem<'a> {
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
     /// `unknown_type`, `queue_not_allowed`, `too_many_queues`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
     /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`, `upgrade_required`,
-    /// `rate_limited`, `unavailable`, `outcome_unknown`, `not_replicated` or `internal`.
+    /// `rate_limited`, `quota_exceeded`, `storage_full`, `unavailable`, `outcome_unknown`, `not_replicated` or `internal`.
     code: &'static str,
     /// For people; may change wording.
     message: String,
@@ -119,7 +131,7 @@ impl ApiError {
             | Self::IdempotencyKeyReused
             | Self::QueueNotAllowed { .. }
             | Self::TooManyQueues(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(_) | Self::PayloadOverLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::JobNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -127,8 +139,10 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) | Self::StorageFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -143,7 +157,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::QueueNotAllowed { .. } => "queue_not_allowed",
             Self::TooManyQueues(_) => "too_many_queues",
-            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::PayloadTooLarge(_) | Self::PayloadOverLimit { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::JobNotFound(_) | Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
@@ -152,18 +166,21 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::UpgradeRequired => "upgrade_required",
             Self::RateLimited(_) => "rate_limited",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::Unavailable => "unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::NotReplicated(_) => "not_replicated",
+            Self::StorageFull { .. } => "storage_full",
             Self::Internal(_) => "internal",
         }
     }
 
     fn field(&self) -> Option<&str> {
         match self {
-            Self::Invalid { field, .. } | Self::BadParameter { field, .. } | Self::QueueNotAllowed { field, .. } => {
-                Some(field)
-            }
+            Self::Invalid { field, .. }
+            | Self::BadParameter { field, .. }
+            | Self::QueueNotAllowed { field, .. }
+            | Self::PayloadOverLimit { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -199,6 +216,9 @@ impl IntoResponse for ApiError {
             Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Self::StorageFull { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
             Self::RateLimited(seconds) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
             }
@@ -231,11 +251,26 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// What a refused enqueue says.
+    pub fn quota(quota: shared::store::Quota, used: u64, cap: u64) -> Self {
+        Self::QuotaExceeded(match quota {
+            shared::store::Quota::LiveJobs => format!(
+                "this tenant has {used} live jobs and may have {cap} (TENANT_MAX_LIVE_JOBS); wait for some to finish"
+            ),
+            shared::store::Quota::Bytes => format!(
+                "this tenant stores {used} bytes of jobs and may store {cap} (TENANT_MAX_BYTES); wait for finished ones to expire"
+            ),
+        })
+    }
+
     /// For writes: a lost reply is an unknown outcome, with `advice` on retrying.
     pub fn from_write(err: StoreError, advice: &'static str) -> Self {
         if let StoreError::NotDurable { replicas, wanted, aof } = err {
             tracing::warn!(replicas, wanted, "a new job was not confirmed on its replicas in time");
             Self::NotReplicated(format!("only {replicas} of the {wanted} replicas confirmed it within the wait{aof}"))
+        } else if matches!(&err, StoreError::Unavailable(e) if e.code() == Some("OOM")) {
+            // Redis itself refused: it is full, past any high-water mark.
+            Self::StorageFull { used_percent: 100, high_water_percent: 100 }
         } else if err.is_outcome_unknown() {
             tracing::warn!(error = %err, "redis reply lost after a write was sent");
             Self::OutcomeUnknown(advice)

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod openapi;
 pub mod routes;
+pub mod storage;
 pub mod submit;
 
 use std::future::Future;
@@ -38,13 +39,14 @@ pub struct AppState {
     store: Arc<OnceLock<JobStore>>,
     /// Why the store is not there yet, for /readyz.
     problem: Arc<Mutex<String>>,
-    pub registry: Arc<Registry>,
+    /// What every submission is checked against.
+    pub rules: Arc<submit::Rules>,
+    /// Redis's memory, for admission control.
+    pub storage: storage::Storage,
     pub max_body_bytes: u64,
     pub auth: Arc<Authenticator>,
     /// What each tenant may submit: its rate and its queues.
     pub limits: TenantLimits,
-    /// Every queue a job may name (`QUEUES_ALLOWED`); empty = any.
-    pub queues_allowed: Arc<Vec<String>>,
     /// Live events: the connection manager, started once the store is set up.
     pub events: events::Hub,
     pub events_settings: Arc<events::EventsSettings>,
@@ -78,7 +80,11 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
     let state = AppState {
         store: Arc::default(),
         problem: Arc::new(Mutex::new("connecting to redis".into())),
-        registry: Arc::new(Registry::standard(config.demo.demo_jobs)),
+        rules: Arc::new(submit::Rules {
+            registry: Registry::standard(config.demo.demo_jobs),
+            queues_allowed: config.isolation.queues_allowed.clone(),
+            max_payload_bytes: config.isolation.max_payload_bytes as usize,
+        }),
         max_body_bytes: config.max_body_bytes,
         auth: Arc::new(Authenticator::from_config(&config.auth)?),
         limits: TenantLimits {
@@ -87,8 +93,10 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
                 burst: config.rate_limit.rate_limit_burst,
             }),
             max_queues: config.isolation.tenant_max_queues,
+            max_live_jobs: config.isolation.tenant_max_live_jobs,
+            max_bytes: config.isolation.tenant_max_bytes,
         },
-        queues_allowed: Arc::new(config.isolation.queues_allowed.clone()),
+        storage: storage::Storage::new(config.isolation.storage_high_water_percent),
         events: events::Hub::new(config.events.ws_buffer as usize),
         events_settings: Arc::new(events::EventsSettings::from_config(&config.events)),
     };
@@ -96,6 +104,7 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
         Ok(conn) => {
             let store = prepare(conn, config).await?;
             state.events.start(&store, &config.redis.redis_url).await;
+            state.storage.watch(store.connection());
             let _ = state.store.set(store);
         }
         Err(err) if err.is_unavailable() => {
@@ -131,6 +140,7 @@ async fn connect_later(state: AppState, config: ApiConfig) {
     match prepared.await {
         Ok(store) => {
             state.events.start(&store, &config.redis.redis_url).await;
+            state.storage.watch(store.connection());
             let _ = state.store.set(store);
             tracing::info!("redis reached; serving");
         }

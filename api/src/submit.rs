@@ -19,6 +19,17 @@ const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_ATTEMPTS: u32 = 100;
 /// Longest timeout a job may ask for (the worker's ceiling).
 const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Longest a succeeded record may be asked to be kept.
+const MAX_RETENTION_SECS: u64 = 366 * 24 * 3600;
+
+/// What every submission is checked against.
+pub struct Rules {
+    pub registry: Registry,
+    /// Every queue a job may name (`QUEUES_ALLOWED`); empty = any.
+    pub queues_allowed: Vec<String>,
+    /// Largest payload, as JSON text (`MAX_PAYLOAD_BYTES`).
+    pub max_payload_bytes: usize,
+}
 
 /// `POST /v1/jobs` body.
 // The `#[schema]` limits mirror `validate` (utoipa takes only literals there);
@@ -63,6 +74,11 @@ pub struct JobRequest {
     /// Longest backoff between attempts; at least `backoff_base_ms`.
     #[schema(maximum = 86_400_000_u64)]
     pub backoff_cap_ms: Option<u64>,
+    /// Seconds the record is kept once the job succeeds; `0` deletes it at once.
+    /// Defaults to the deployment's `SUCCEEDED_TTL_SECS` (24 h). Failed and
+    /// cancelled records keep `FAILED_TTL_SECS`.
+    #[schema(maximum = 31_622_400_u64)]
+    pub retention_secs: Option<u64>,
 }
 
 /// `POST /v1/jobs/batch` body: validated all-or-nothing, stored in one round trip.
@@ -129,16 +145,14 @@ fn valid_queue(name: &str) -> bool {
 }
 
 /// Validates one request into a job; `at` prefixes field names (`jobs[3].`).
-/// `queues_allowed`, when not empty, is every queue a job may name.
-pub fn validate(
-    registry: &Registry,
-    queues_allowed: &[String],
-    tenant: &str,
-    request: JobRequest,
-    at: &str,
-) -> Result<NewJob, ApiError> {
+pub fn validate(rules: &Rules, tenant: &str, request: JobRequest, at: &str) -> Result<NewJob, ApiError> {
+    let (registry, queues_allowed) = (&rules.registry, &rules.queues_allowed);
     let field = |name: &str| format!("{at}{name}");
     let defaults = registry.defaults(&request.kind).ok_or_else(|| ApiError::UnknownType(request.kind.clone()))?;
+    let payload = request.payload.to_string();
+    if payload.len() > rules.max_payload_bytes {
+        return Err(ApiError::PayloadOverLimit { field: field("payload"), limit: rules.max_payload_bytes });
+    }
     if let Some(Err(err)) = registry.validate(&request.kind, &request.payload) {
         return Err(ApiError::invalid(format!("{at}{}", err.field), err.message));
     }
@@ -176,17 +190,21 @@ pub fn validate(
     if backoff_cap_ms < backoff_base_ms || backoff_cap_ms > MAX_TIMEOUT_MS {
         return Err(ApiError::invalid(field("backoff_cap_ms"), "at least backoff_base_ms and at most one day"));
     }
+    if request.retention_secs.is_some_and(|secs| secs > MAX_RETENTION_SECS) {
+        return Err(ApiError::invalid(field("retention_secs"), "at most 366 days"));
+    }
     Ok(NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         tenant: tenant.to_owned(),
         kind: request.kind,
         queue,
-        payload: request.payload.to_string(),
+        payload,
         max_attempts,
         timeout_ms,
         when,
         backoff_base_ms,
         backoff_cap_ms,
+        retention_secs: request.retention_secs,
     })
 }
 
@@ -199,7 +217,9 @@ mod tests {
     }
 
     fn check(json: serde_json::Value) -> Result<NewJob, ApiError> {
-        validate(&Registry::standard(true), &[], "t", request(json), "")
+        let rules =
+            Rules { registry: Registry::standard(true), queues_allowed: Vec::new(), max_payload_bytes: 64 << 10 };
+        validate(&rules, "t", request(json), "")
     }
 
     #[test]

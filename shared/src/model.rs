@@ -135,24 +135,35 @@ pub struct Spec {
     pub timeout_ms: u64,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
+    /// Seconds the record is kept once the job succeeds (`None`: the deployment's).
+    pub retention_secs: Option<u64>,
     pub created_ms: i64,
     /// JSON text.
     pub payload: String,
 }
 
 impl Spec {
+    /// Reads a spec of ten fields, or of nine (schema 5 and older, without
+    /// `retention_secs`): the payload is JSON text, in which a tab is escaped,
+    /// so the count of tabs tells them apart.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut f = text.splitn(9, '\t');
+        let f: Vec<&str> = text.splitn(10, '\t').collect();
+        let (retention, created, payload) = match f.len() {
+            10 => (f[7], f[8], f[9]),
+            9 => ("", f[7], f[8]),
+            _ => return None,
+        };
         Some(Self {
-            tenant: f.next()?.to_owned(),
-            kind: f.next()?.to_owned(),
-            queue: f.next()?.to_owned(),
-            max_attempts: f.next()?.parse().ok()?,
-            timeout_ms: f.next()?.parse().ok()?,
-            backoff_base_ms: f.next()?.parse().ok()?,
-            backoff_cap_ms: f.next()?.parse().ok()?,
-            created_ms: f.next()?.parse().ok()?,
-            payload: f.next()?.to_owned(),
+            tenant: f[0].to_owned(),
+            kind: f[1].to_owned(),
+            queue: f[2].to_owned(),
+            max_attempts: f[3].parse().ok()?,
+            timeout_ms: f[4].parse().ok()?,
+            backoff_base_ms: f[5].parse().ok()?,
+            backoff_cap_ms: f[6].parse().ok()?,
+            retention_secs: if retention.is_empty() { None } else { Some(retention.parse().ok()?) },
+            created_ms: created.parse().ok()?,
+            payload: payload.to_owned(),
         })
     }
 

@@ -340,7 +340,7 @@ async fn a_full_redis_gives_503_and_nothing_is_half_written() {
     // No room left: with noeviction, Redis refuses every write.
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(used / 2).query_async(&mut conn).await.unwrap();
     let (status, body, _) = system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")), "{body}");
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("storage_full")), "{body}");
     let (_, list) = system.get("/v1/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "nothing was stored");
 

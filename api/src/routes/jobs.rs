@@ -51,7 +51,8 @@ pub async fn create_job(
     let tenant = &caller.tenant;
     let body = json_body(&headers, body, state.max_body_bytes)?;
     let request: JobRequest = submit::parse(&body)?;
-    let job = submit::validate(&state.registry, &state.queues_allowed, tenant, request, "")?;
+    let job = submit::validate(&state.rules, tenant, request, "")?;
+    state.storage.admit()?;
     let claim = idempotency(&headers, "jobs", &body)?;
     let stored = state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref(), state.limits).await;
     match stored.map_err(|err| ApiError::from_write(err, RETRY_SUBMISSION))? {
@@ -67,6 +68,7 @@ pub async fn create_job(
         EnqueueOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
         EnqueueOutcome::RateLimited { retry_after_ms } => Err(ApiError::rate_limited(retry_after_ms)),
         EnqueueOutcome::TooManyQueues { cap } => Err(ApiError::TooManyQueues(cap)),
+        EnqueueOutcome::QuotaExceeded { quota, used, cap } => Err(ApiError::quota(quota, used, cap)),
     }
 }
 
@@ -111,10 +113,9 @@ pub async fn create_batch(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| {
-            submit::validate(&state.registry, &state.queues_allowed, tenant, job, &format!("jobs[{index}]."))
-        })
+        .map(|(index, job)| submit::validate(&state.rules, tenant, job, &format!("jobs[{index}].")))
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
+    state.storage.admit()?;
     let claim = idempotency(&headers, "batch", &body)?;
     let stored = state.store()?.enqueue(&jobs, claim.as_ref(), state.limits).await;
     let (ids, replayed) = match stored.map_err(|err| ApiError::from_write(err, RETRY_SUBMISSION))? {
@@ -126,6 +127,7 @@ pub async fn create_batch(
         EnqueueOutcome::KeyReused => return Err(ApiError::IdempotencyKeyReused),
         EnqueueOutcome::RateLimited { retry_after_ms } => return Err(ApiError::rate_limited(retry_after_ms)),
         EnqueueOutcome::TooManyQueues { cap } => return Err(ApiError::TooManyQueues(cap)),
+        EnqueueOutcome::QuotaExceeded { quota, used, cap } => return Err(ApiError::quota(quota, used, cap)),
     };
     let mut response = (StatusCode::ACCEPTED, Json(json!({ "ids": ids }))).into_response();
     if replayed {

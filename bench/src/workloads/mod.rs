@@ -75,6 +75,7 @@ pub fn noop_job(tenant: &str) -> NewJob {
         when: shared::store::When::Now,
         backoff_base_ms: defaults.backoff.base.as_millis() as u64,
         backoff_cap_ms: defaults.backoff.cap.as_millis() as u64,
+        retention_secs: None,
     }
 }
 

@@ -62,6 +62,7 @@ struct Attempt {
     attempt: u32,
     max_attempts: u32,
     backoff: Backoff,
+    retention_secs: Option<u64>,
 }
 
 impl<S> Service<Task<ClaimedJob>> for AckService<S>
@@ -89,6 +90,7 @@ where
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             backoff: job.backoff,
+            retention_secs: job.retention_secs,
         };
         AckFuture {
             inner: self.inner.call(task),
@@ -177,7 +179,15 @@ fn outcome<T: serde::Serialize>(attempt: Attempt, result: &Result<T, BoxDynError
     };
     metrics::counter!("jobs_attempts_total", "queue" => attempt.queue.clone(), "type" => attempt.kind, "outcome" => label)
         .increment(1);
-    Outcome { key: attempt.key, meta: attempt.meta, queue: attempt.queue, kind, retry_delay, text }
+    Outcome {
+        key: attempt.key,
+        meta: attempt.meta,
+        queue: attempt.queue,
+        kind,
+        retry_delay,
+        retention_secs: attempt.retention_secs,
+        text,
+    }
 }
 
 /// Sorts a failed attempt: permanent failures end the job; everything else —

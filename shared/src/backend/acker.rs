@@ -26,10 +26,14 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
     let lease = inner.settings.lease;
     let heartbeat = tokio::spawn(heartbeat(inner.clone()));
     let watchdog = tokio::spawn(watchdog(inner.clone()));
-    let mut reap = interval(lease / 2);
+    // Every second at least: REAP also sweeps what expired after the last ACK.
+    let mut reap = interval((lease / 2).min(Duration::from_secs(1)));
     reap.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut pending: Vec<Outcome> = Vec::new();
     let mut flush_at: Option<Instant> = None;
+    // Short retentions: sweep right after what this worker finished last expires.
+    let mut sweep_at: Option<Instant> = None;
+    let short_retention = inner.settings.store.succeeded_ttl <= Duration::from_secs(60);
     let mut retry_delay = Duration::from_millis(50);
 
     loop {
@@ -66,6 +70,9 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
                         pending.clear();
                         flush_at = None;
                         retry_delay = Duration::from_millis(50);
+                        if short_retention {
+                            sweep_at = Some(Instant::now() + inner.settings.store.succeeded_ttl + Duration::from_millis(100));
+                        }
                     }
                     Err(err) => {
                         metrics::counter!("redis_errors_total", "op" => "ack").increment(1);
@@ -73,6 +80,12 @@ pub(super) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<AckMs
                         flush_at = Some(Instant::now() + retry_delay);
                         retry_delay = (retry_delay * 2).min(Duration::from_secs(2));
                     }
+                }
+            }
+            _ = sleep_until(sweep_at.unwrap_or_else(Instant::now)), if sweep_at.is_some() => {
+                sweep_at = None;
+                if let Err(err) = reap_expired(&inner).await {
+                    tracing::warn!(error = %err, "sweeping failed");
                 }
             }
             _ = reap.tick() => {
@@ -176,9 +189,10 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
             call.arg(queue).arg(members.len());
             for outcome in members {
                 call.arg(&outcome.key.0).arg(&outcome.meta).arg(outcome.key.1);
-                match outcome.kind {
-                    OutcomeKind::Retry => call.arg(outcome.retry_delay.as_millis() as u64),
-                    kind => call.arg(kind.as_str()),
+                match (outcome.kind, outcome.retention_secs) {
+                    (OutcomeKind::Retry, _) => call.arg(outcome.retry_delay.as_millis() as u64),
+                    (OutcomeKind::Succeeded, Some(secs)) => call.arg(format!("ok:{secs}")),
+                    (kind, _) => call.arg(kind.as_str()),
                 };
                 call.arg(&outcome.text);
             }

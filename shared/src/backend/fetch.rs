@@ -216,6 +216,7 @@ fn parse_claim(reply: &[Value]) -> Result<Claim, StoreError> {
                 base: Duration::from_millis(spec.backoff_base_ms),
                 cap: Duration::from_millis(spec.backoff_cap_ms),
             },
+            retention_secs: spec.retention_secs,
             cancel: Cancellation::default(),
             id,
         });

@@ -83,6 +83,8 @@ pub struct ClaimedJob {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub backoff: Backoff,
+    /// Seconds its record is kept once it succeeds (`None`: the deployment's).
+    pub retention_secs: Option<u64>,
     /// Fires when cancellation is requested, or the run's lease is lost.
     pub cancel: Cancellation,
 }
@@ -161,6 +163,8 @@ struct Outcome {
     queue: String,
     kind: OutcomeKind,
     retry_delay: Duration,
+    /// On success, how long the record is kept (`None`: the deployment's).
+    retention_secs: Option<u64>,
     /// Result JSON on success, error text otherwise.
     text: String,
 }

@@ -12,16 +12,22 @@
 --            attempt; text = error) | <ms> (retry after that many ms; text = error)
 -- A job whose cancellation was requested while it ran ends `cancelled` instead
 -- of retrying or failing.
+-- Then deletes records whose retention ended, twice as many as it finished (see
+-- lib.lua `sweep`).
 -- Returns the number of stale outcomes ignored.
 local tag, maxlen, ok_ttl, failed_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local w = writer(tag, now)
 local ok_expires, failed_expires = tostring(now + ok_ttl), tostring(now + failed_ttl)
-local stale, retried = 0, false
+local stale, retried, outcomes = 0, false, 0
+-- Records deleted on success (`ok:0`), the listing indexes they leave, and the
+-- `tenant \t queue` pairs that may have nothing left (see lib.lua `free_queues`).
+local dropped, unlisted, emptied = {}, {}, {}
 
 local at = 6
 for _ = 1, tonumber(ARGV[5]) do
   local queue, k = ARGV[at], tonumber(ARGV[at + 1])
+  outcomes = outcomes + k
   local first = at + 2
   at = first + 5 * k
   local ids = {}
@@ -45,12 +51,32 @@ for _ = 1, tonumber(ARGV[5]) do
       end
       -- A running job's flags are `o` alone (its claim took it off the list).
       if status == 'running' then flags = '' else flags = closed(flags) end
-      if verdict == 'ok' then
+      -- `ok:<secs>`: the job's own retention; `ok:0` deletes the record at once.
+      local keep = nil
+      if verdict ~= 'ok' and string.sub(verdict, 1, 3) == 'ok:' then keep = string.sub(verdict, 4) end
+      if keep == '0' then
+        local c = w.counts[meta]
+        if not c then
+          c = {}
+          w.counts[meta] = c
+        end
+        c[status] = (c[status] or 0) - 1
+        event(w, id, meta, 'succeeded', attempt, nil)
+        dropped[#dropped + 1] = id
+        local tenant = tenant_of(meta)
+        w.freed[tenant] = (w.freed[tenant] or 0) + redis.call('HSTRLEN', tag .. ':spec', id)
+        local index = tag .. ':t:' .. tenant .. ':jobs'
+        if not unlisted[index] then unlisted[index] = {} end
+        table.insert(unlisted[index], id)
+        emptied[tenant .. '\t' .. queue] = true
+      elseif verdict == 'ok' or keep then
         if text ~= 'null' then
           w.result[#w.result + 1] = id
           w.result[#w.result + 1] = text
         end
-        transition(w, id, meta, status, 'succeeded', attempt, due, cancel, ok_expires, runs, flags, total, history)
+        local expires = ok_expires
+        if keep then expires = tostring(now + tonumber(keep) * 1000) end
+        transition(w, id, meta, status, 'succeeded', attempt, due, cancel, expires, runs, flags, total, history)
       elseif cancel == '1' then
         transition(w, id, meta, status, 'cancelled', attempt, due, cancel, failed_expires, runs, flags, total,
           history, text)
@@ -68,9 +94,22 @@ for _ = 1, tonumber(ARGV[5]) do
       end
     end
   end
-  if nleaving > 0 then chunked('HDEL', q .. ':running', leaving) end
+  if nleaving > 0 then
+    chunked('HDEL', q .. ':running', leaving)
+    idle_check(tag, queue)
+  end
 end
 
+-- Jobs that asked to be forgotten on success: their records go now.
+if #dropped > 0 then
+  for index, ids in pairs(unlisted) do chunked('ZREM', index, ids) end
+  for _, column in ipairs({':spec', ':state', ':result'}) do chunked('HDEL', tag .. column, dropped) end
+end
+-- Retention keeps pace with finishing: twice as many expired records as this
+-- call finished outcomes may go with it.
+local _, _, swept_from = sweep(w, now, 2 * (outcomes - stale) + 10)
+for pair in pairs(swept_from) do emptied[pair] = true end
 flush(w, maxlen)
+free_queues(tag, emptied)
 if retried then wake(tag) end
 return stale

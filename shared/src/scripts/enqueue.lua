@@ -10,12 +10,14 @@
 -- ARGV[5]  idempotency ttl, seconds   ARGV[6] the ids, comma-separated (kept with the key)
 -- ARGV[7]  tenant   ARGV[8] job count n   ARGV[9] rate limit, jobs/s (0 = none)   ARGV[10] burst
 -- ARGV[11] the most queues the tenant may have jobs in (0 = no cap)
--- ARGV[12..] n × 4: id, head (tenant \t type \t queue \t max_attempts \t timeout_ms
---   \t backoff_base_ms \t backoff_cap_ms), payload, when ('' = now, '+<ms>' = after
+-- ARGV[12] the most live (unfinished) jobs it may have   ARGV[13] the most bytes of
+--   stored jobs (specs: payloads with their settings) it may have (0 = no cap)
+-- ARGV[14..] n × 4: id, head (tenant \t type \t queue \t max_attempts \t timeout_ms
+--   \t backoff_base_ms \t backoff_cap_ms \t retention_secs or ''), payload, when ('' = now, '+<ms>' = after
 --   that delay, '@<ms>' = at that time, which if past means now); grouped by queue,
 --   then g, and g groups: queue, first job (0-based), count.
 -- Returns {'created', now_ms} | {'replay', 'id1,id2,…'} | {'mismatch'} | {'limited', retry_after_ms}
---   | {'too_many_queues', cap}
+--   | {'too_many_queues', cap} | {'quota_exceeded', 'live' | 'bytes', in use, cap}
 local tag, maxlen, idem_key = ARGV[1], ARGV[2], ARGV[3]
 
 if idem_key ~= '' then
@@ -31,7 +33,7 @@ end
 
 local tenant, n = ARGV[7], tonumber(ARGV[8])
 local now = now_ms()
-local at = 12 + 4 * n
+local at = 14 + 4 * n
 local g = tonumber(ARGV[at])
 at = at + 1
 
@@ -46,6 +48,22 @@ for i = 0, g - 1 do
 end
 if max_queues > 0 and #new_queues > 0 and redis.call('SCARD', tenant_queues) + #new_queues > max_queues then
   return {'too_many_queues', max_queues}
+end
+
+-- Its usage (`t:<tenant>:usage`): live jobs and stored bytes, which every script
+-- keeps exactly. A spec is its head, the time stamp and the payload.
+local usage = tag .. ':t:' .. tenant .. ':usage'
+local max_live, max_bytes = tonumber(ARGV[12]), tonumber(ARGV[13])
+local bytes = 0
+for i = 0, n - 1 do
+  local b = 14 + 4 * i
+  bytes = bytes + #ARGV[b + 1] + #ARGV[b + 2] + 15
+end
+if max_live > 0 or max_bytes > 0 then
+  local used = redis.call('HMGET', usage, 'live', 'bytes')
+  local live, stored = tonumber(used[1]) or 0, tonumber(used[2]) or 0
+  if max_live > 0 and live + n > max_live then return {'quota_exceeded', 'live', live, max_live} end
+  if max_bytes > 0 and stored + bytes > max_bytes then return {'quota_exceeded', 'bytes', stored, max_bytes} end
 end
 
 -- The tenant's token bucket (keys.rs `rate_limit`), on the server's clock so
@@ -76,7 +94,7 @@ for _ = 1, g do
   at = at + 3
   local ready, scheduled, nready = {}, {}, 0
   for i = first, first + count - 1 do
-    local b = 12 + 4 * i
+    local b = 14 + 4 * i
     local id, head, when = ARGV[b], ARGV[b + 1], ARGV[b + 3]
     local meta = metas[head]
     if not meta then
@@ -125,6 +143,8 @@ if #new_queues > 0 then
 end
 chunked('HSET', tag .. ':spec', specs, 2)
 chunked('HSET', tag .. ':state', states, 2)
+redis.call('HINCRBY', usage, 'live', n)
+redis.call('HINCRBY', usage, 'bytes', bytes)
 chunked('ZADD', tag .. ':t:' .. tenant .. ':jobs', index, 2)
 redis.call('SADD', tag .. ':tenants', tenant)
 

@@ -3,7 +3,8 @@
 -- A job lives in column hashes keyed by its id (see keys.rs), so that a batch
 -- of jobs costs one HMGET/HSET per column instead of commands per job:
 --   spec    id -> tenant \t type \t queue \t max_attempts \t timeout_ms
---                 \t backoff_base_ms \t backoff_cap_ms \t created_ms \t payload   (written once)
+--                 \t backoff_base_ms \t backoff_cap_ms \t retention_secs (or '')
+--                 \t created_ms \t payload   (written once; schema 5 and older lack retention_secs)
 --   state   id -> status \t attempts \t due_ms \t cancel(0|1) \t expires_ms
 --                 \t runs \t flags \t total
 --                 then its last HISTORY_KEPT transitions: \n status \t attempt \t at_ms \t error
@@ -164,7 +165,7 @@ end
 -- search in Lua 5.1, which a per-job append would pay every time.
 local function writer(tag, now)
   return {
-    tag = tag, now = tostring(now), state = {}, nstate = 0, result = {}, lists = {}, order = {}, ready = {},
+    tag = tag, now = tostring(now), state = {}, nstate = 0, result = {}, lists = {}, order = {}, ready = {}, freed = {},
     lines = {}, nlines = 0, counts = {}, buckets = {},
   }
 end
@@ -328,15 +329,30 @@ local function counts_key(tag, tenant)
   return tag .. ':t:' .. tenant .. ':counts'
 end
 
--- Writes what a writer collected, and appends its events.
+-- Statuses of live (unfinished) jobs, which a tenant's `live` usage counts.
+local LIVE = { queued = true, scheduled = true, running = true, retrying = true }
+
+-- Writes what a writer collected, and appends its events. Besides the counts,
+-- each tenant's `live` usage follows its jobs in and out of the live statuses,
+-- and its `bytes` usage the records deleted (`w.freed`).
 local function flush(w, maxlen)
   local tag = w.tag
+  local live = {}
   for meta, deltas in pairs(w.counts) do
     local tenant, queue = string.match(meta, '^([^\t]*)\t[^\t]*\t(.*)$')
     local key = counts_key(tag, tenant)
     for status, delta in pairs(deltas) do
-      if delta ~= 0 then redis.call('HINCRBY', key, queue .. '\t' .. status, delta) end
+      if delta ~= 0 then
+        redis.call('HINCRBY', key, queue .. '\t' .. status, delta)
+        if LIVE[status] then live[tenant] = (live[tenant] or 0) + delta end
+      end
     end
+  end
+  for tenant, delta in pairs(live) do
+    if delta ~= 0 then redis.call('HINCRBY', tag .. ':t:' .. tenant .. ':usage', 'live', delta) end
+  end
+  for tenant, freed in pairs(w.freed) do
+    redis.call('HINCRBY', tag .. ':t:' .. tenant .. ':usage', 'bytes', -freed)
   end
   if #w.state > 0 then chunked('HSET', tag .. ':state', w.state, 2) end
   if #w.result > 0 then chunked('HSET', tag .. ':result', w.result, 2) end
@@ -359,6 +375,118 @@ local function flush(w, maxlen)
   end
   emit(tag, maxlen, table.concat(w.lines, '\n'))
   w.state, w.result, w.lists, w.order, w.lines, w.counts, w.buckets, w.gc_min = {}, {}, {}, {}, {}, {}, {}, nil
-  w.ready = {}
+  w.ready, w.freed = {}, {}
   w.nstate, w.nlines, w.last_meta = 0, 0, nil
+end
+
+-- Deletes the records whose retention ended: the ids in the one-second buckets
+-- `gc:<second>` of past seconds, oldest first, from `gc:cursor` on, then the
+-- expired head of the current second's bucket, at most `budget` ids in all,
+-- with their listing and failed-index entries and counts (in `w`, for the
+-- caller to flush). ACK runs it too, with a budget in proportion to the jobs
+-- it finishes, so deleting keeps up with finishing at any rate.
+-- Returns the records deleted, 1 if it stopped at its bounds (0 otherwise), and
+-- the `tenant \t queue` pairs that lost records (see `free_queues`).
+local function sweep(w, now, budget)
+  local tag = w.tag
+  local swept, steps, emptied = 0, 0, {}
+  local cursor = tonumber(redis.call('GET', tag .. ':gc:cursor'))
+  if not cursor then return 0, 0, emptied end
+  local current = math.floor(now / 1000)
+  if cursor > current then return 0, 0, emptied end
+
+  -- Deletes the records of `ids` (taken off a bucket) that ended and expired; a
+  -- job retried since is live again and stays. A job that ended twice within one
+  -- second is in the bucket twice: deleted once.
+  local function delete(ids, states)
+    local gone, ended, seen = {}, {}, {}
+    for i, id in ipairs(ids) do
+      local status, _, _, _, expires = parse_state(states[i])
+      if not seen[id] and (status == 'succeeded' or status == 'failed' or status == 'cancelled')
+        and tonumber(expires) <= now then
+        seen[id] = true
+        gone[#gone + 1] = id
+        ended[#ended + 1] = status
+      end
+    end
+    if #gone == 0 then return end
+    local specs = hmget(tag .. ':spec', gone)
+    local indexes, order = {}, {}
+    local function unindex(key, id)
+      if not indexes[key] then
+        indexes[key] = {}
+        order[#order + 1] = key
+      end
+      table.insert(indexes[key], id)
+    end
+    for i, spec in ipairs(specs) do
+      if spec then
+        local meta, queue = spec_meta_queue(spec)
+        local tenant = tenant_of(meta)
+        count(w, meta, ended[i], -1)
+        w.freed[tenant] = (w.freed[tenant] or 0) + #spec
+        unindex(tag .. ':t:' .. tenant .. ':jobs', gone[i])
+        if ended[i] == 'failed' then unindex(tag .. ':q:' .. queue .. ':t:' .. tenant .. ':failed', gone[i]) end
+        emptied[tenant .. '\t' .. queue] = true
+      end
+    end
+    for _, key in ipairs(order) do chunked('ZREM', key, indexes[key]) end
+    for _, column in ipairs({':spec', ':state', ':result'}) do chunked('HDEL', tag .. column, gone) end
+    swept = swept + #gone
+  end
+
+  while cursor < current and budget > 0 and steps < 3600 do
+    local bucket = tag .. ':gc:' .. cursor
+    local ids = redis.call('LPOP', bucket, budget)
+    if ids then
+      budget = budget - #ids
+      delete(ids, hmget(tag .. ':state', ids))
+    end
+    if redis.call('EXISTS', bucket) == 1 then break end
+    cursor = cursor + 1
+    steps = steps + 1
+  end
+  if cursor == current and budget > 0 then
+    -- The current second still fills; ids mostly arrive in expiry order, so its
+    -- expired head can go now (up to the first id not yet due).
+    local bucket = tag .. ':gc:' .. cursor
+    local ids = redis.call('LRANGE', bucket, 0, budget - 1)
+    if #ids > 0 then
+      local states = hmget(tag .. ':state', ids)
+      local due = 0
+      for i = 1, #ids do
+        local status, _, _, _, expires = parse_state(states[i])
+        local finished = status == 'succeeded' or status == 'failed' or status == 'cancelled'
+        if finished and tonumber(expires) > now then break end
+        due = i
+      end
+      if due > 0 then
+        redis.call('LTRIM', bucket, due, -1)
+        budget = budget - due
+        delete({unpack(ids, 1, due)}, {unpack(states, 1, due)})
+      end
+    end
+  end
+  redis.call('SET', tag .. ':gc:cursor', cursor)
+  local more = 0
+  if budget <= 0 or steps >= 3600 then more = 1 end
+  return swept, more, emptied
+end
+
+-- A tenant's queue with no job left in any status no longer counts against its
+-- cap (`t:<tenant>:queues`), and its zero counts go. Run after the counts are flushed.
+local STATUSES = {'queued', 'scheduled', 'running', 'retrying', 'succeeded', 'failed', 'cancelled'}
+local function free_queues(tag, emptied)
+  for pair in pairs(emptied) do
+    local tenant, queue = string.match(pair, '^([^\t]*)\t(.*)$')
+    local fields = {}
+    for i, status in ipairs(STATUSES) do fields[i] = queue .. '\t' .. status end
+    local key = counts_key(tag, tenant)
+    local left = 0
+    for _, n in ipairs(redis.call('HMGET', key, unpack(fields))) do left = left + (tonumber(n) or 0) end
+    if left == 0 then
+      redis.call('HDEL', key, unpack(fields))
+      redis.call('SREM', tag .. ':t:' .. tenant .. ':queues', queue)
+    end
+  end
 end

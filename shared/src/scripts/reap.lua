@@ -85,83 +85,10 @@ end
 flush(w, maxlen)
 if requeued then wake(tag) end
 
--- Retention: sweep whole seconds that have passed, oldest first (bounded per call).
-local swept, budget, steps = 0, limit, 0
--- `tenant \t queue` pairs that lost records: their queue may have nothing left.
-local emptied = {}
-local cursor = tonumber(redis.call('GET', tag .. ':gc:cursor'))
-if cursor then
-  local last_second = math.floor(now / 1000) - 1
-  while cursor <= last_second and budget > 0 and steps < 3600 do
-    local bucket = tag .. ':gc:' .. cursor
-    local ids = redis.call('LPOP', bucket, budget)
-    if ids then
-      budget = budget - #ids
-      local states = hmget(tag .. ':state', ids)
-      local gone, ended, seen = {}, {}, {}
-      for i, id in ipairs(ids) do
-        local status, _, _, _, expires = parse_state(states[i])
-        -- A job retried after it ended is live again: keep it. A job that ended
-        -- twice within one second is in the bucket twice: delete it once.
-        if not seen[id] and (status == 'succeeded' or status == 'failed' or status == 'cancelled')
-          and tonumber(expires) <= now then
-          seen[id] = true
-          gone[#gone + 1] = id
-          ended[#ended + 1] = status
-        end
-      end
-      if #gone > 0 then
-        local specs = hmget(tag .. ':spec', gone)
-        local indexes, order = {}, {}
-        local function unindex(key, id)
-          if not indexes[key] then
-            indexes[key] = {}
-            order[#order + 1] = key
-          end
-          table.insert(indexes[key], id)
-        end
-        for i, spec in ipairs(specs) do
-          if spec then
-            local meta, queue = spec_meta_queue(spec)
-            local tenant = tenant_of(meta)
-            count(w, meta, ended[i], -1)
-            unindex(tag .. ':t:' .. tenant .. ':jobs', gone[i])
-            if ended[i] == 'failed' then unindex(tag .. ':q:' .. queue .. ':t:' .. tenant .. ':failed', gone[i]) end
-            emptied[tenant .. '\t' .. queue] = true
-          end
-        end
-        for _, key in ipairs(order) do chunked('ZREM', key, indexes[key]) end
-        for _, column in ipairs({':spec', ':state', ':result'}) do
-          chunked('HDEL', tag .. column, gone)
-        end
-      end
-      swept = swept + #gone
-    end
-    if redis.call('EXISTS', bucket) == 1 then break end
-    cursor = cursor + 1
-    steps = steps + 1
-  end
-  redis.call('SET', tag .. ':gc:cursor', cursor)
-  flush(w, maxlen)
-end
-
--- A tenant's queue with no job left in any status no longer counts against its cap.
-local statuses = {'queued', 'scheduled', 'running', 'retrying', 'succeeded', 'failed', 'cancelled'}
-for pair in pairs(emptied) do
-  local tenant, queue = string.match(pair, '^([^\t]*)\t(.*)$')
-  local fields = {}
-  for i, status in ipairs(statuses) do fields[i] = queue .. '\t' .. status end
-  local key = counts_key(tag, tenant)
-  local left = 0
-  for _, n in ipairs(redis.call('HMGET', key, unpack(fields))) do left = left + (tonumber(n) or 0) end
-  if left == 0 then
-    redis.call('HDEL', key, unpack(fields))
-    redis.call('SREM', tag .. ':t:' .. tenant .. ':queues', queue)
-  end
-end
+-- Retention: past seconds' buckets, oldest first (bounded per call).
+local swept, more, emptied = sweep(w, now, limit)
+flush(w, maxlen)
+free_queues(tag, emptied)
 
 redis.call('ZREMRANGEBYSCORE', tag .. ':workers', '-inf', now - lease * 3)
--- More to do when the sweep stopped at its record budget or its step bound.
-local more = 0
-if budget <= 0 or steps >= 3600 then more = 1 end
 return {reaped, swept, more}

@@ -1,7 +1,7 @@
 //! Building the ENQUEUE call: each job's strings are sent once; the script adds
 //! Redis's time and files them away.
 
-use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, TenantLimits, string_at};
+use super::{EnqueueOutcome, IdempotencyClaim, JobStore, NewJob, Quota, TenantLimits, string_at};
 use crate::error::{StoreError, StoreResult};
 use crate::scripts;
 
@@ -29,15 +29,18 @@ impl JobStore {
         call.arg(self.config.idempotency_ttl.as_secs().max(1)).arg(ids.join(","));
         call.arg(tenant).arg(jobs.len());
         let rate = limits.rate.filter(|rate| rate.per_sec > 0);
-        call.arg(rate.map_or(0, |l| l.per_sec)).arg(rate.map_or(0, |l| l.burst)).arg(limits.max_queues);
+        call.arg(rate.map_or(0, |l| l.per_sec)).arg(rate.map_or(0, |l| l.burst));
+        call.arg(limits.max_queues).arg(limits.max_live_jobs).arg(limits.max_bytes);
         // Jobs go in queue order (stable, so each queue keeps submission order),
         // making every queue's jobs one contiguous range.
         let mut order: Vec<&NewJob> = jobs.iter().collect();
         order.sort_by(|a, b| a.queue.cmp(&b.queue));
         for job in &order {
+            // The job's own retention, or '' for the deployment's.
+            let retention = job.retention_secs.map(|secs| secs.to_string()).unwrap_or_default();
             call.arg(&job.id)
                 .arg(format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{retention}",
                     job.tenant,
                     job.kind,
                     job.queue,
@@ -70,6 +73,15 @@ impl JobStore {
                 Ok(EnqueueOutcome::Replayed { ids: string_at(&reply, 1)?.split(',').map(str::to_owned).collect() })
             }
             "mismatch" => Ok(EnqueueOutcome::KeyReused),
+            "quota_exceeded" => {
+                let number = |i: usize| reply.get(i).and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok());
+                let quota = if string_at(&reply, 1)? == "live" { Quota::LiveJobs } else { Quota::Bytes };
+                Ok(EnqueueOutcome::QuotaExceeded {
+                    quota,
+                    used: number(2).unwrap_or_default(),
+                    cap: number(3).unwrap_or_default(),
+                })
+            }
             "too_many_queues" => {
                 let cap = reply.get(1).and_then(|v| redis::from_redis_value::<u32>(v.clone()).ok()).unwrap_or_default();
                 Ok(EnqueueOutcome::TooManyQueues { cap })

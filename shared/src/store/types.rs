@@ -18,6 +18,8 @@ pub struct NewJob {
     pub when: When,
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
+    /// Seconds its record is kept once it succeeds (`None`: the deployment's).
+    pub retention_secs: Option<u64>,
 }
 
 /// When a new job is first due. Delays count from the moment Redis stores the
@@ -94,6 +96,17 @@ pub enum EnqueueOutcome {
     RateLimited { retry_after_ms: u64 },
     /// The jobs would take the tenant past its cap on queues; nothing was stored.
     TooManyQueues { cap: u32 },
+    /// The jobs would take the tenant past a quota; nothing was stored.
+    QuotaExceeded { quota: Quota, used: u64, cap: u64 },
+}
+
+/// Which of a tenant's quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Live (unfinished) jobs: `TENANT_MAX_LIVE_JOBS`.
+    LiveJobs,
+    /// Bytes of stored jobs: `TENANT_MAX_BYTES`.
+    Bytes,
 }
 
 /// What one tenant may submit; the scripts enforce it, so it holds across API instances.
@@ -102,6 +115,10 @@ pub struct TenantLimits {
     pub rate: Option<RateLimit>,
     /// Most queues the tenant may have jobs in at once (0 = no cap).
     pub max_queues: u32,
+    /// Most live (unfinished) jobs it may have (0 = no cap).
+    pub max_live_jobs: u64,
+    /// Most bytes of stored jobs (their specs: payloads and settings) it may have (0 = no cap).
+    pub max_bytes: u64,
 }
 
 /// A tenant's submission limit: a token bucket of `burst` jobs refilled at

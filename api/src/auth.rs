@@ -75,8 +75,19 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// One audience or several (RFC 7519 allows both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+}
+
+/// `aud`: a string or an array of strings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A verified caller.
@@ -85,6 +96,8 @@ pub struct Principal {
     pub subject: String,
     pub tenant: String,
     scopes: u8,
+    /// An `admin` token of `ADMIN_TENANT`: sees every tenant's queues and the workers.
+    operator: bool,
     /// When the token expires, in Unix seconds.
     pub expires_at: u64,
 }
@@ -93,6 +106,21 @@ impl Principal {
     /// Whether the token grants `scope` (directly or through `admin`).
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes & (scope.bit() | Scope::Admin.bit()) != 0
+    }
+
+    /// Whether the caller operates the deployment (see [`Principal::require_operator`]).
+    pub fn is_operator(&self) -> bool {
+        self.operator
+    }
+
+    /// 403 `forbidden` unless the caller is an operator: an `admin` token of the
+    /// tenant `ADMIN_TENANT`. Another tenant's `admin` is that tenant's only.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.operator {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs an `admin` token of the operators' tenant (ADMIN_TENANT)".into()))
+        }
     }
 
     /// 403 `forbidden` unless the token grants `scope`.
@@ -111,6 +139,10 @@ pub struct Authenticator {
     algorithm: Algorithm,
     key: DecodingKey,
     validation: Validation,
+    /// Longest life a token may claim (`JWT_MAX_TTL_SECS`).
+    max_ttl_secs: u64,
+    /// The tenant whose `admin` tokens are operators (`ADMIN_TENANT`).
+    admin_tenant: Option<String>,
 }
 
 impl Authenticator {
@@ -124,6 +156,7 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = args.jwt_leeway_secs;
+        validation.validate_nbf = true;
         // A configured issuer or audience must be present, not merely unequal when present.
         let mut required = vec!["exp", "sub"];
         match &args.jwt_issuer {
@@ -141,7 +174,13 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Ok(Self { algorithm, key, validation })
+        Ok(Self {
+            algorithm,
+            key,
+            validation,
+            max_ttl_secs: args.jwt_max_ttl_secs,
+            admin_tenant: args.admin_tenant.clone(),
+        })
     }
 
     /// Checks a token's header, signature and claims. `decode` refuses any
@@ -155,6 +194,14 @@ impl Authenticator {
             return Err(ApiError::Unauthorized("keys named in the token header are not accepted".into()));
         }
         let claims = data.claims;
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let lifetime = claims.exp.saturating_sub(claims.iat.unwrap_or(now));
+        if lifetime > self.max_ttl_secs {
+            return Err(ApiError::Unauthorized(format!(
+                "the token lives {lifetime} s; at most {} s are accepted (JWT_MAX_TTL_SECS)",
+                self.max_ttl_secs
+            )));
+        }
         if !valid_tenant(&claims.tenant) {
             return Err(ApiError::Unauthorized("the token's `tenant` claim must be 1-64 of [A-Za-z0-9._-]".into()));
         }
@@ -164,7 +211,8 @@ impl Authenticator {
                 scopes |= scope.bit();
             }
         }
-        Ok(Principal { subject: claims.sub, tenant: claims.tenant, scopes, expires_at: claims.exp })
+        let operator = scopes & Scope::Admin.bit() != 0 && self.admin_tenant.as_deref() == Some(claims.tenant.as_str());
+        Ok(Principal { subject: claims.sub, tenant: claims.tenant, scopes, operator, expires_at: claims.exp })
     }
 
     /// Verifies the bearer token of an `Authorization` header value.
@@ -261,7 +309,8 @@ pub fn mint(args: &AuthArgs, request: &TokenRequest<'_>) -> anyhow::Result<Strin
         exp: now + request.ttl.as_secs().max(1),
         iat: Some(now),
         iss: args.jwt_issuer.clone(),
-        aud: args.jwt_audience.clone(),
+        aud: args.jwt_audience.clone().map(Audience::One),
+        nbf: None,
     };
     Ok(jsonwebtoken::encode(&Header::new(algorithm), &claims, &key)?)
 }
@@ -289,6 +338,8 @@ mod tests {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_secs: 0,
+            jwt_max_ttl_secs: 3600,
+            admin_tenant: None,
         }
     }
 

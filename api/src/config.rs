@@ -78,6 +78,14 @@ pub struct AuthArgs {
     /// Clock skew tolerated on `exp`, in seconds.
     #[arg(long, env = "JWT_LEEWAY_SECS", value_name = "JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub jwt_leeway_secs: u64,
+    /// Longest life a token may have (`exp` − `iat`, or − now without `iat`), seconds.
+    #[arg(long, env = "JWT_MAX_TTL_SECS", value_name = "JWT_MAX_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub jwt_max_ttl_secs: u64,
+    /// The tenant whose `admin` tokens operate the deployment: they see every
+    /// tenant's queue counts, queue latency, the workers and `/metrics`. Any other
+    /// tenant's `admin` token sees only that tenant. Unset: no operator.
+    #[arg(long, env = "ADMIN_TENANT", value_name = "ADMIN_TENANT")]
+    pub admin_tenant: Option<String>,
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, String> {
@@ -113,6 +121,10 @@ pub struct EventsArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ApiConfig {
+    /// Set by `dev` (not a flag): the defaults of a local trial (demo types on,
+    /// the dev tenant its operator).
+    #[arg(skip)]
+    pub dev: bool,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]

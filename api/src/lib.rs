@@ -81,7 +81,7 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
         store: Arc::default(),
         problem: Arc::new(Mutex::new("connecting to redis".into())),
         rules: Arc::new(submit::Rules {
-            registry: Registry::standard(config.demo.demo_jobs),
+            registry: Registry::standard(config.demo.enabled(config.dev)),
             queues_allowed: config.isolation.queues_allowed.clone(),
             max_payload_bytes: config.isolation.max_payload_bytes as usize,
         }),

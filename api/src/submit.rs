@@ -48,7 +48,7 @@ pub struct JobRequest {
     /// - `email.send`: `to` (an address, or a list of 1–50), `subject` (1–998 characters),
     ///   `text`, `html` (optional).
     /// - `noop`: `{}`.
-    /// - `sleep`: `ms` (0–3,600,000), `panic` (optional bool).
+    /// - `sleep`: `ms` (0–60,000), `panic` (optional bool).
     /// - `fail`: `times` (0–1,000 attempts to fail), `permanent` (optional bool).
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
@@ -138,7 +138,8 @@ pub fn idempotency_key(raw: &str) -> Result<String, ApiError> {
     }
 }
 
-fn valid_queue(name: &str) -> bool {
+/// A queue name: 1–64 of `[A-Za-z0-9._-]`.
+pub fn valid_queue(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

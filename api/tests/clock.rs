@@ -41,6 +41,7 @@ async fn a_skewed_api_clock_moves_neither_creation_nor_due_times() {
             .env("REDIS_URL", redis.url())
             .env("REDIS_PREFIX", "clock")
             .env("JWT_SECRET", SECRET)
+            .env("DEMO_JOBS", "true")
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -157,6 +157,7 @@ impl Ours {
                 // As the process launch does: rate limits out of the way.
                 config.rate_limit.rate_limit_per_sec = 1_000_000;
                 config.rate_limit.rate_limit_burst = 1_000_000;
+                config.demo.demo_jobs = Some(true);
                 let router = api::build(&config).await?;
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let base = format!("http://{}", listener.local_addr()?);
@@ -200,6 +201,7 @@ impl Ours {
                 config.redis.redis_prefix = PREFIX.to_owned();
                 config.concurrency = concurrency;
                 config.claim_batch = claim_batch;
+                config.demo.demo_jobs = Some(true);
                 config.shutdown_grace_secs = 5;
                 let (stop, stopped) = oneshot::channel::<()>();
                 let task = tokio::spawn(async move {

@@ -11,7 +11,13 @@ use crate::store::StoreConfig;
 #[derive(Args, Debug, Clone)]
 pub struct RedisArgs {
     /// Redis connection URL.
-    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
     /// Prefix (and hash tag) of every key, so several deployments share one Redis.
     #[arg(long, env = "REDIS_PREFIX", value_name = "REDIS_PREFIX", default_value = "jobs", value_parser = parse_prefix)]
@@ -68,11 +74,19 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// Whether the demo job types (`noop`, `sleep`, `fail`) are enabled.
+/// Whether the demo job types (`noop`, `sleep`, `fail`) are enabled: off unless
+/// set, but on in `dev` unless set to false.
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    #[arg(long, env = "DEMO_JOBS", value_name = "DEMO_JOBS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub demo_jobs: bool,
+    #[arg(long, env = "DEMO_JOBS", value_name = "DEMO_JOBS", action = clap::ArgAction::Set)]
+    pub demo_jobs: Option<bool>,
+}
+
+impl DemoArgs {
+    /// Whether they are on; `dev` turns them on when nothing says otherwise.
+    pub fn enabled(&self, dev: bool) -> bool {
+        self.demo_jobs.unwrap_or(dev)
+    }
 }
 
 #[cfg(test)]

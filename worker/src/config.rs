@@ -28,6 +28,9 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerConfig {
+    /// Set by `dev` (not a flag): the defaults of a local trial (demo types on).
+    #[arg(skip)]
+    pub dev: bool,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
@@ -65,7 +68,7 @@ pub struct WorkerConfig {
     #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// SMTP server, in lettre's URL form: `smtp://host:port` (plain), `smtps://…` or `?tls=required`.
-    #[arg(long, env = "SMTP_URL", value_name = "SMTP_URL", default_value = "smtp://127.0.0.1:2525", value_parser = parse_secret, hide_default_value = false)]
+    #[arg(long, env = "SMTP_URL", value_name = "SMTP_URL", default_value = "smtp://127.0.0.1:2525", value_parser = parse_secret, hide_default_value = false, hide_env_values = true)]
     pub smtp_url: SecretString,
     /// Sender of `email.send` jobs.
     #[arg(long, env = "MAIL_FROM", value_name = "MAIL_FROM", default_value = "jobs@localhost")]

@@ -15,8 +15,11 @@ use tokio::sync::watch;
 
 use crate::config::WorkerConfig;
 
-pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: WorkerConfig) -> anyhow::Result<()> {
+    config.dev = true;
     let mut api_config = api::config::ApiConfig::defaults();
+    api_config.dev = true;
+    api_config.auth.admin_tenant.get_or_insert_with(|| "dev".to_owned());
     if api_config.auth.jwt_secret.is_none() {
         let secret: [u8; 32] = rand::random();
         api_config.auth.jwt_secret = Some(hex::encode(secret).into());

@@ -149,7 +149,7 @@ fn build_app(config: &WorkerConfig) -> anyhow::Result<Arc<App>> {
     })
     .context("SMTP_URL is not a valid SMTP URL")?;
     Ok(Arc::new(App {
-        registry: Registry::standard(config.demo.demo_jobs),
+        registry: Registry::standard(config.demo.enabled(config.dev)),
         services: Arc::new(Services { mailer: Some(mailer) }),
         lost_lease_grace: config.lease(),
     }))

@@ -291,7 +291,7 @@ async fn queues_report_counts_and_live_workers() {
 
 #[tokio::test]
 async fn demo_job_types_can_be_turned_off() {
-    let system = System::start_with(|c| c.demo.demo_jobs = false).await;
+    let system = System::start_with(|c| c.demo.demo_jobs = Some(false)).await;
     for kind in ["noop", "sleep", "fail"] {
         let (status, body, _) = system.post("/v1/jobs", &json!({"type": kind}), &[]).await;
         assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_type")), "{kind}");

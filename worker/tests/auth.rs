@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use api::auth::Claims;
+use api::auth::{Audience, Claims};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -38,6 +38,7 @@ fn claims(exp: u64) -> Claims {
         iat: None,
         iss: None,
         aud: None,
+        nbf: None,
     }
 }
 
@@ -117,7 +118,7 @@ async fn issuer_and_audience_are_enforced_when_configured() {
     let with = |iss: Option<&str>, aud: Option<&str>| {
         let mut c = claims(now() + 600);
         c.iss = iss.map(str::to_owned);
-        c.aud = aud.map(str::to_owned);
+        c.aud = aud.map(|aud| Audience::One(aud.to_owned()));
         sign(&Header::new(Algorithm::HS256), &c, TEST_SECRET.as_bytes())
     };
     for (case, token) in [
@@ -292,4 +293,43 @@ async fn the_rate_limit_holds_across_api_instances_and_only_for_its_tenant() {
         (system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await.0 == StatusCode::ACCEPTED).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_or_living_too_long_is_refused_and_an_array_audience_is_accepted() {
+    let system = System::start_with(|c| {
+        c.auth.jwt_audience = Some("jobs-api".into());
+        c.auth.jwt_max_ttl_secs = 3600;
+    })
+    .await;
+    let signed = |c: &Claims| sign(&Header::new(Algorithm::HS256), c, TEST_SECRET.as_bytes());
+    let mut early = claims(now() + 600);
+    early.aud = Some(Audience::One("jobs-api".into()));
+    early.nbf = Some(now() + 300);
+    refused_everywhere(&system, Some(&signed(&early)), "nbf in the future").await;
+    let mut long = claims(now() + 7200);
+    long.aud = Some(Audience::One("jobs-api".into()));
+    long.iat = Some(now());
+    refused_everywhere(&system, Some(&signed(&long)), "two hours of life, one allowed").await;
+
+    let mut many = claims(now() + 600);
+    many.aud = Some(Audience::Many(vec!["other-api".into(), "jobs-api".into()]));
+    let (status, body, _) = call(&system, "GET", "/v1/jobs", Some(&signed(&many))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn an_admin_token_of_another_tenant_sees_nothing_of_the_others() {
+    let system = System::start().await;
+    system.submit(json!({"type": "noop", "queue": "acme-only"})).await;
+    let outsider = client_for(&token("globex", "admin", Duration::from_secs(600)));
+    let queues: Value = outsider.get(system.url("/v1/queues")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(queues["queues"], json!([]), "no other tenant's queue names: {queues}");
+    assert!(queues.get("workers").is_none(), "no workers: {queues}");
+    let metrics = outsider.get(system.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::FORBIDDEN);
+    // The operators' tenant (ADMIN_TENANT, acme in these tests) sees both.
+    let (_, own) = system.get_admin("/v1/queues").await;
+    assert!(own["workers"].is_array(), "{own}");
+    assert_eq!(system.admin.get(system.url("/metrics")).send().await.unwrap().status(), StatusCode::OK);
 }

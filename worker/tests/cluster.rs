@@ -100,6 +100,7 @@ async fn the_whole_system_runs_on_the_cluster_node_that_owns_its_slot() {
     tokio::spawn(api::serve(listener, router, std::future::pending()));
 
     let mut worker_config = worker::config::WorkerConfig::defaults();
+    worker_config.demo.demo_jobs = Some(true);
     worker_config.redis.redis_url = url;
     worker_config.redis.redis_prefix = prefix.into();
     worker_config.lease_secs = 2;

@@ -154,3 +154,31 @@ async fn queue_names_are_bounded_per_tenant_or_fixed_by_the_operator() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn retries_and_cancels_are_charged_to_the_rate_limit_and_retry_failed_is_bounded() {
+    let system = System::start_with(|config| {
+        config.rate_limit.rate_limit_per_sec = 1;
+        config.rate_limit.rate_limit_burst = 1_000;
+    })
+    .await;
+    // 1,000 jobs take the whole bucket; cancelling one more needs a token too.
+    let (status, batch, _) = system
+        .post("/v1/jobs/batch", &json!({"jobs": vec![json!({"type": "noop", "queue": "idle"}); 1000]}), &[])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{batch}");
+    let first = ids(&batch)[0].clone();
+    let (status, error, headers) = system.post(&format!("/v1/jobs/{first}/cancel"), &json!({}), &[]).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{error}");
+    assert!(headers.contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body, _) = system.post(&format!("/v1/jobs/{first}/cancel"), &json!({}), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, error, _) = system.post(&format!("/v1/jobs/{first}/retry"), &json!({}), &[]).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{error}");
+
+    let (status, error, _) = system.post("/v1/queues/idle/retry-failed?limit=1001", &json!({}), &[]).await;
+    assert_eq!((status, error["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")), "{error}");
+    let (status, error, _) = system.post("/v1/queues/no%20such/retry-failed", &json!({}), &[]).await;
+    assert_eq!((status, error["field"].as_str()), (StatusCode::BAD_REQUEST, Some("queue")), "{error}");
+}

@@ -269,8 +269,9 @@ async fn a_schema_3_deployment_with_jobs_in_every_state_upgrades_to_fencing_toke
     let worker = system.spawn_worker_with(|c| c.queues = vec!["default".into()]);
     let succeeded = post(serde_json::json!({"type": "noop"})).await;
     let failed = post(serde_json::json!({"type": "fail", "payload": {"times": 1, "permanent": true}})).await;
-    let retrying = post(serde_json::json!({"type": "fail", "payload": {"times": 1}, "backoff_base_ms": 4000})).await;
-    for (id, status) in [(&succeeded, "succeeded"), (&failed, "failed"), (&retrying, "retrying")] {
+    // Its retry is due within 10 s (full jitter): watched first, so it is seen retrying.
+    let retrying = post(serde_json::json!({"type": "fail", "payload": {"times": 1}, "backoff_base_ms": 10_000})).await;
+    for (id, status) in [(&retrying, "retrying"), (&succeeded, "succeeded"), (&failed, "failed")] {
         system.wait_for_status(id, status, Duration::from_secs(15)).await;
     }
     worker.shutdown().await.unwrap();

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use shared::error::StoreError;
 
 use crate::AppState;
 use crate::openapi::{Health, Readiness};
@@ -35,12 +36,27 @@ pub async fn healthz() -> Json<Value> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    // Ready or not, and why in general terms: the details (addresses, Redis's own
+    // error texts) go to the log, not to whoever asks without a token.
     let checked = match state.store() {
         Ok(store) => {
             let mut conn = store.connection();
-            shared::migrate::check(&mut conn, store.keys()).await.map_err(|err| err.to_string())
+            shared::migrate::check(&mut conn, store.keys()).await.map_err(|err| {
+                tracing::warn!(error = %err, "not ready");
+                match err {
+                    StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => "redis is not reachable",
+                    StoreError::SchemaTooNew { .. } | StoreError::SchemaBehind { .. } => {
+                        "the redis schema is not the one this version needs"
+                    }
+                    _ => "redis answered with an error",
+                }
+                .to_owned()
+            })
         }
-        Err(_) => Err(state.startup_problem()),
+        Err(_) => {
+            tracing::warn!(problem = %state.startup_problem(), "not ready");
+            Err("not connected to redis yet".to_owned())
+        }
     };
     match checked {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),

@@ -235,6 +235,10 @@ pub async fn list_jobs(
         .transpose()
         .map_err(|message| ApiError::BadParameter { field: "status".into(), message })?;
     let limit = super::limit_param(query.limit.as_deref(), 50, 500)?;
+    if query.cursor.as_deref().is_some_and(|cursor| !shared::store::valid_cursor(cursor)) {
+        let message = "not a cursor a listing returned (use next_cursor as it is)".into();
+        return Err(ApiError::BadParameter { field: "cursor".into(), message });
+    }
     let filter = ListFilter { status, queue: query.queue, kind: query.kind };
     Ok(Json(state.store()?.list(tenant, &filter, limit, query.cursor.as_deref()).await?))
 }
@@ -264,11 +268,13 @@ pub async fn cancel_job(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let tenant = &caller.tenant;
-    let status = match state.store()?.cancel(tenant, &id).await.map_err(|e| ApiError::from_write(e, RETRY_CHANGE))? {
+    let cancelled = state.store()?.cancel(tenant, &id, state.limits.rate).await;
+    let status = match cancelled.map_err(|e| ApiError::from_write(e, RETRY_CHANGE))? {
         CancelOutcome::Cancelled => StatusCode::OK,
         CancelOutcome::Flagged => StatusCode::ACCEPTED,
         CancelOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "cancelling" }),
         CancelOutcome::NotFound => return Err(ApiError::JobNotFound(id)),
+        CancelOutcome::RateLimited { retry_after_ms } => return Err(ApiError::rate_limited(retry_after_ms)),
     };
     let (record, _) = state.store()?.get(tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok((status, Json(record)).into_response())
@@ -296,10 +302,16 @@ pub async fn retry_job(
 ) -> Result<Json<JobRecord>, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let tenant = &caller.tenant;
-    match state.store()?.retry(tenant, &id).await.map_err(|e| ApiError::from_write(e, RETRY_CHANGE))? {
+    match state
+        .store()?
+        .retry(tenant, &id, state.limits.rate)
+        .await
+        .map_err(|e| ApiError::from_write(e, RETRY_CHANGE))?
+    {
         RetryOutcome::Queued => {}
         RetryOutcome::Conflict(status) => return Err(ApiError::InvalidState { status, action: "retrying" }),
         RetryOutcome::NotFound => return Err(ApiError::JobNotFound(id)),
+        RetryOutcome::RateLimited { retry_after_ms } => return Err(ApiError::rate_limited(retry_after_ms)),
     }
     let (record, _) = state.store()?.get(tenant, &id).await?.ok_or(ApiError::JobNotFound(id))?;
     Ok(Json(record))

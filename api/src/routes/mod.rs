@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(bound_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                     let path =
@@ -62,6 +63,24 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
+}
+
+/// Longest `X-Request-Id` a client may choose; a longer or odd one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Drops a client's `X-Request-Id` that is too long or holds more than
+/// `[A-Za-z0-9._:-]`: it goes into every log line of the request.
+async fn bound_request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let fits = |value: &axum::http::HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    if request.headers().get(REQUEST_ID).is_some_and(|value| !fits(value)) {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(request).await
 }
 
 /// Backstop for a request that hangs (Redis calls time out well before this):

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shared::store::RetryFailedOutcome;
 
 use crate::AppState;
 use crate::auth::{Principal, Scope};
@@ -11,7 +12,7 @@ use crate::error::{ApiError, PROBLEM_JSON, Problem, RETRY_CHANGE};
 use crate::openapi::{QueuesOverview, RetriedFailed};
 
 /// Most failed jobs one request queues again.
-const MAX_RETRY_FAILED: usize = 10_000;
+const MAX_RETRY_FAILED: usize = 1_000;
 
 /// `GET /v1/queues` — per-queue counts of the caller's jobs; for `admin` tokens also
 /// each queue's latency and the workers that sent a heartbeat recently.
@@ -31,7 +32,7 @@ pub async fn list_queues(State(state): State<AppState>, caller: Principal) -> Re
     caller.require(Scope::JobsRead)?;
     let store = state.store()?;
     let mut queues = store.queue_stats(Some(&caller.tenant)).await?;
-    if !caller.has(Scope::Admin) {
+    if !caller.is_operator() {
         return Ok(Json(json!({ "queues": queues })));
     }
     let latency = store.queue_latency().await?;
@@ -44,8 +45,9 @@ pub async fn list_queues(State(state): State<AppState>, caller: Principal) -> Re
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RetryFailedQuery {
-    /// Most jobs to queue again (1–10,000; default 1,000).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 10_000)]
+    /// Most jobs to queue again (1–1,000; default 100); each takes a token of the
+    /// tenant's submission rate limit.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1_000)]
     limit: Option<String>,
 }
 
@@ -71,8 +73,16 @@ pub async fn retry_failed(
     Query(query): Query<RetryFailedQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::JobsWrite)?;
-    let limit = super::limit_param(query.limit.as_deref(), 1_000, MAX_RETRY_FAILED)?;
-    let retried = state.store()?.retry_failed(&caller.tenant, &queue, limit).await;
-    let (retried, more) = retried.map_err(|err| ApiError::from_write(err, RETRY_CHANGE))?;
-    Ok(Json(json!({ "queue": queue, "retried": retried, "more": more })))
+    if !crate::submit::valid_queue(&queue) {
+        let message = "use 1-64 characters from [A-Za-z0-9._-]".into();
+        return Err(ApiError::BadParameter { field: "queue".into(), message });
+    }
+    let limit = super::limit_param(query.limit.as_deref(), 100, MAX_RETRY_FAILED)?;
+    let retried = state.store()?.retry_failed(&caller.tenant, &queue, limit, state.limits.rate).await;
+    match retried.map_err(|err| ApiError::from_write(err, RETRY_CHANGE))? {
+        RetryFailedOutcome::Retried { retried, more } => {
+            Ok(Json(json!({ "queue": queue, "retried": retried, "more": more })))
+        }
+        RetryFailedOutcome::RateLimited { retry_after_ms } => Err(ApiError::rate_limited(retry_after_ms)),
+    }
 }

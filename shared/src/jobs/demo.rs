@@ -19,13 +19,13 @@ impl JobType for Noop {
     }
 }
 
-/// `sleep` — waits `ms` milliseconds (up to one hour), then succeeds. It stops
+/// `sleep` — waits `ms` milliseconds (up to a minute), then succeeds. It stops
 /// early when its cancellation is requested. With `panic: true` it panics
 /// instead of succeeding, to exercise panic handling.
 #[derive(Debug, Deserialize, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {
-    #[garde(range(max = 3_600_000))]
+    #[garde(range(max = 60_000))]
     pub ms: u64,
     #[serde(default)]
     #[garde(skip)]

@@ -66,19 +66,11 @@ if max_live > 0 or max_bytes > 0 then
   if max_bytes > 0 and stored + bytes > max_bytes then return {'quota_exceeded', 'bytes', stored, max_bytes} end
 end
 
--- The tenant's token bucket (keys.rs `rate_limit`), on the server's clock so
--- that every API instance shares one limit.
+-- The tenant's token bucket: a job each.
 local rate, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
-if rate > 0 then
-  local bucket = tag .. ':rl:' .. tenant
-  local kept = redis.call('HMGET', bucket, 't', 'ts')
-  local tokens = math.min(burst, (tonumber(kept[1]) or burst) + (now - (tonumber(kept[2]) or now)) * rate / 1000)
-  if tokens < n then
-    return {'limited', math.ceil((n - tokens) * 1000 / rate)}
-  end
-  redis.call('HSET', bucket, 't', tokens - n, 'ts', now)
-  redis.call('PEXPIRE', bucket, math.ceil((burst - tokens + n) * 1000 / rate) + 1000)
-end
+local held = tokens(tag, tenant, rate, burst, now)
+if held < n then return {'limited', wait_for(n, held, rate)} end
+spend(tag, tenant, n, held, rate, burst, now)
 
 local w = writer(tag, now)
 local stamp = w.now

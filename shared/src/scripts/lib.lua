@@ -379,6 +379,27 @@ local function flush(w, maxlen)
   w.nstate, w.nlines, w.last_meta = 0, 0, nil
 end
 
+-- The tenant's token bucket (keys.rs `rate_limit`) on the server's clock, so
+-- that every API instance shares one limit: the tokens it holds now (math.huge
+-- without a limit). `spend(tag, tenant, n, …)` then takes n of them.
+local function tokens(tag, tenant, rate, burst, now)
+  if rate <= 0 then return math.huge end
+  local kept = redis.call('HMGET', tag .. ':rl:' .. tenant, 't', 'ts')
+  return math.min(burst, (tonumber(kept[1]) or burst) + (now - (tonumber(kept[2]) or now)) * rate / 1000)
+end
+
+local function spend(tag, tenant, n, held, rate, burst, now)
+  if rate <= 0 or n == 0 then return end
+  local bucket = tag .. ':rl:' .. tenant
+  redis.call('HSET', bucket, 't', held - n, 'ts', now)
+  redis.call('PEXPIRE', bucket, math.ceil((burst - held + n) * 1000 / rate) + 1000)
+end
+
+-- Ms until `n` tokens are there, when `held` is short of them.
+local function wait_for(n, held, rate)
+  return math.ceil((n - held) * 1000 / rate)
+end
+
 -- Deletes the records whose retention ended: the ids in the one-second buckets
 -- `gc:<second>` of past seconds, oldest first, from `gc:cursor` on, then the
 -- expired head of the current second's bucket, at most `budget` ids in all,

@@ -76,10 +76,16 @@ struct Cursor {
     id: String,
 }
 
+/// Whether `text` is a cursor a listing could have returned.
+pub fn valid_cursor(text: &str) -> bool {
+    Cursor::parse(text).is_some()
+}
+
 impl Cursor {
     fn parse(text: &str) -> Option<Self> {
         let (score, id) = text.split_once('.')?;
-        Some(Self { score: score.parse().ok()?, id: id.to_owned() })
+        let score: f64 = score.parse().ok()?;
+        score.is_finite().then(|| Self { score, id: id.to_owned() })
     }
 
     fn encode(&self) -> String {

@@ -21,6 +21,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 pub use connect::{check_durability, connect, connect_with_retry, durability_warnings};
+pub use listing::valid_cursor;
 pub use stream::{Snapshot, body as event_body, last_event_of};
 pub use types::*;
 
@@ -133,7 +134,8 @@ impl JobStore {
     }
 
     /// Cancels a waiting job or flags a running one.
-    pub async fn cancel(&self, tenant: &str, id: &str) -> StoreResult<CancelOutcome> {
+    pub async fn cancel(&self, tenant: &str, id: &str, rate: Option<RateLimit>) -> StoreResult<CancelOutcome> {
+        let (per_sec, burst) = rate.map_or((0, 0), |r| (r.per_sec, r.burst));
         let reply: Vec<String> = scripts::CANCEL
             .key(self.keys.state())
             .arg(self.keys.tag())
@@ -141,9 +143,12 @@ impl JobStore {
             .arg(tenant)
             .arg(self.config.events_maxlen)
             .arg(self.config.failed_ttl.as_millis() as u64)
+            .arg(per_sec)
+            .arg(burst)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match reply.first().map(String::as_str) {
+            Some("limited") => CancelOutcome::RateLimited { retry_after_ms: wait_at(&reply) },
             Some("cancelled") => CancelOutcome::Cancelled,
             Some("flagged") => CancelOutcome::Flagged,
             Some("conflict") => CancelOutcome::Conflict(status_at(&reply)?),
@@ -152,35 +157,55 @@ impl JobStore {
     }
 
     /// Queues a failed or cancelled job again with a fresh attempt budget.
-    pub async fn retry(&self, tenant: &str, id: &str) -> StoreResult<RetryOutcome> {
+    pub async fn retry(&self, tenant: &str, id: &str, rate: Option<RateLimit>) -> StoreResult<RetryOutcome> {
+        let (per_sec, burst) = rate.map_or((0, 0), |r| (r.per_sec, r.burst));
         let reply: Vec<String> = scripts::RETRY
             .key(self.keys.state())
             .arg(self.keys.tag())
             .arg(id)
             .arg(tenant)
             .arg(self.config.events_maxlen)
+            .arg(per_sec)
+            .arg(burst)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match reply.first().map(String::as_str) {
+            Some("limited") => RetryOutcome::RateLimited { retry_after_ms: wait_at(&reply) },
             Some("queued") => RetryOutcome::Queued,
             Some("conflict") => RetryOutcome::Conflict(status_at(&reply)?),
             _ => RetryOutcome::NotFound,
         })
     }
 
-    /// Queues again up to `limit` failed jobs of `tenant` on `queue`, oldest first.
-    /// Returns how many, and whether failed jobs may remain.
-    pub async fn retry_failed(&self, tenant: &str, queue: &str, limit: usize) -> StoreResult<(usize, bool)> {
-        let (retried, more): (usize, u8) = scripts::RETRY_FAILED
+    /// Queues again up to `limit` failed jobs of `tenant` on `queue`, oldest first,
+    /// as many as its rate bucket allows.
+    pub async fn retry_failed(
+        &self,
+        tenant: &str,
+        queue: &str,
+        limit: usize,
+        rate: Option<RateLimit>,
+    ) -> StoreResult<RetryFailedOutcome> {
+        let (per_sec, burst) = rate.map_or((0, 0), |r| (r.per_sec, r.burst));
+        let reply: Vec<redis::Value> = scripts::RETRY_FAILED
             .key(self.keys.failed(queue, tenant))
             .arg(self.keys.tag())
             .arg(queue)
             .arg(tenant)
             .arg(limit)
             .arg(self.config.events_maxlen)
+            .arg(per_sec)
+            .arg(burst)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok((retried, more == 1))
+        let number = |i: usize| reply.get(i).and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok());
+        if string_at(&reply, 0).is_ok_and(|tag| tag == "limited") {
+            return Ok(RetryFailedOutcome::RateLimited { retry_after_ms: number(1).unwrap_or(1000).max(1) });
+        }
+        Ok(RetryFailedOutcome::Retried {
+            retried: number(0).unwrap_or_default() as usize,
+            more: number(1).unwrap_or_default() == 1,
+        })
     }
 
     /// Per-queue counts of one tenant's jobs, over the queues it has jobs in; or of
@@ -288,6 +313,11 @@ fn string_at(reply: &[redis::Value], index: usize) -> StoreResult<String> {
         .get(index)
         .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
         .ok_or_else(|| StoreError::Corrupt(format!("script reply lacks field {index}")))
+}
+
+/// The wait a `{'limited', ms}` reply names, at least 1 ms.
+fn wait_at(reply: &[String]) -> u64 {
+    reply.get(1).and_then(|ms| ms.parse().ok()).unwrap_or(1000).max(1)
 }
 
 fn status_at(reply: &[String]) -> StoreResult<JobStatus> {

@@ -137,6 +137,10 @@ pub enum CancelOutcome {
     Flagged,
     Conflict(JobStatus),
     NotFound,
+    /// The tenant's rate limit holds it back: retry after this many ms.
+    RateLimited {
+        retry_after_ms: u64,
+    },
 }
 
 /// Outcome of a retry request.
@@ -145,6 +149,19 @@ pub enum RetryOutcome {
     Queued,
     Conflict(JobStatus),
     NotFound,
+    /// The tenant's rate limit holds it back: retry after this many ms.
+    RateLimited {
+        retry_after_ms: u64,
+    },
+}
+
+/// Outcome of a retry of a queue's failed jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryFailedOutcome {
+    /// This many were queued again; `more` when failed jobs remain.
+    Retried { retried: usize, more: bool },
+    /// The tenant's rate limit holds them back: retry after this many ms.
+    RateLimited { retry_after_ms: u64 },
 }
 
 /// Filters for listing jobs.

@@ -141,6 +141,8 @@ pub fn api_config(redis_url: &str, prefix: &str) -> ApiConfig {
     config.bind_addr = "127.0.0.1:0".parse().expect("addr");
     config.auth.jwt_secret = Some(TEST_SECRET.to_owned().into());
     config.auth.jwt_leeway_secs = 0;
+    config.auth.admin_tenant = Some(TENANT.to_owned());
+    config.demo.demo_jobs = Some(true);
     config.rate_limit.rate_limit_per_sec = 0;
     config
 }
@@ -233,6 +235,7 @@ impl System {
         config.concurrency = 8;
         config.smtp_url = self.smtp.url().into();
         config.mail_from = "Jobs <jobs@example.test>".parse().expect("mailbox");
+        config.demo.demo_jobs = Some(true);
         config
     }
 
@@ -270,6 +273,7 @@ impl System {
             .env("SHUTDOWN_GRACE_SECS", "10")
             .env("SMTP_URL", self.smtp.url())
             .env("CONCURRENCY", "8")
+            .env("DEMO_JOBS", "true")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

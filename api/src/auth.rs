@@ -2,7 +2,7 @@
 //! algorithm the configuration names.
 //!
 //! Tokens carry `sub`, `tenant`, `scope` (space-separated `jobs:write`,
-//! `jobs:read`, `admin`) and `exp`. The algorithm is never taken from the token:
+//! `jobs:read`, `email:send`, `admin`) and `exp`. The algorithm is never taken from the token:
 //! `alg: none`, another algorithm, or a key named in the token header (`jwk`,
 //! `jku`, `x5u`, `x5c`) are refused like a bad signature.
 
@@ -25,25 +25,29 @@ use crate::error::ApiError;
 /// The shortest HS256 secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// What a token allows. `admin` includes the other two.
+/// What a token allows. `admin` includes the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Submit, cancel and retry jobs.
     JobsWrite,
     /// Read jobs, queues and events.
     JobsRead,
+    /// Submit `email.send` jobs (with `jobs:write`): mail leaves the deployment
+    /// in the operator's name, so it is granted apart.
+    EmailSend,
     /// Everything, plus queue-wide operations (retrying a queue's failed jobs) and
     /// the worker list.
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::JobsWrite, Scope::JobsRead, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::JobsWrite, Scope::JobsRead, Scope::EmailSend, Scope::Admin];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::JobsWrite => "jobs:write",
             Self::JobsRead => "jobs:read",
+            Self::EmailSend => "email:send",
             Self::Admin => "admin",
         }
     }
@@ -53,6 +57,7 @@ impl Scope {
             Self::JobsWrite => 1,
             Self::JobsRead => 2,
             Self::Admin => 4,
+            Self::EmailSend => 8,
         }
     }
 }
@@ -289,7 +294,7 @@ pub fn mint(args: &AuthArgs, request: &TokenRequest<'_>) -> anyhow::Result<Strin
     }
     for word in request.scope.split_whitespace() {
         if !Scope::ALL.iter().any(|scope| scope.as_str() == word) {
-            bail!("unknown scope `{word}`: use jobs:write, jobs:read or admin");
+            bail!("unknown scope `{word}`: use jobs:write, jobs:read, email:send or admin");
         }
     }
     let private_key = || {

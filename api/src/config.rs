@@ -32,7 +32,7 @@ pub struct TokenArgs {
     /// The tenant the token acts for.
     #[arg(long)]
     pub tenant: String,
-    /// Space-separated scopes: jobs:write, jobs:read, admin.
+    /// Space-separated scopes: jobs:write, jobs:read, email:send, admin.
     #[arg(long, default_value = "jobs:write jobs:read")]
     pub scope: String,
     /// Who the token is for (`sub`).
@@ -175,6 +175,29 @@ pub struct IsolationArgs {
     /// Largest payload of one job, as JSON text, in bytes; past it `413 payload_too_large`.
     #[arg(long, env = "MAX_PAYLOAD_BYTES", value_name = "MAX_PAYLOAD_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(2..=16_777_216))]
     pub max_payload_bytes: u64,
+    /// Domains `email.send` may write to, comma-separated: `example.com` allows that
+    /// domain, `*.example.com` its subdomains. Empty = any (set it for any
+    /// deployment whose tenants are not all yours).
+    #[arg(long, env = "EMAIL_ALLOWED_DOMAINS", value_name = "EMAIL_ALLOWED_DOMAINS", value_delimiter = ',', value_parser = parse_domain)]
+    pub email_allowed_domains: Vec<String>,
+    /// Recipients one tenant's `email.send` jobs may address in a UTC day; past it
+    /// `429 quota_exceeded`. 0 = no cap.
+    #[arg(long, env = "EMAIL_DAILY_RECIPIENTS", value_name = "EMAIL_DAILY_RECIPIENTS", default_value_t = 10_000)]
+    pub email_daily_recipients: u64,
+}
+
+/// An `EMAIL_ALLOWED_DOMAINS` entry, lower-cased: a domain, or `*.` and a domain.
+fn parse_domain(raw: &str) -> Result<String, String> {
+    let domain = raw.trim().to_ascii_lowercase();
+    let bare = domain.strip_prefix("*.").unwrap_or(&domain);
+    let label_ok = |label: &str| {
+        !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if bare.split('.').all(label_ok) && bare.contains('.') {
+        Ok(domain)
+    } else {
+        Err(format!("`{raw}` is not a domain name such as example.com or *.example.com"))
+    }
 }
 
 /// What a submission waits for before its `202`, beyond Redis's memory.

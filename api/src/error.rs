@@ -73,9 +73,13 @@ pub enum ApiError {
         "storage is nearly full ({used_percent}% of Redis's maxmemory; new jobs are refused past {high_water_percent}%); retry later"
     )]
     StorageFull { used_percent: u64, high_water_percent: u64 },
-    /// 429 — the jobs would take the tenant past a quota; the text gives the figures.
-    #[error("{0}")]
-    QuotaExceeded(String),
+    /// 429 — the jobs would take the tenant past a quota; the text gives the
+    /// figures, and `retry_after` (seconds) when the quota renews at a known time.
+    #[error("{message}")]
+    QuotaExceeded { message: String, retry_after: Option<u64> },
+    /// 422 — `EMAIL_ALLOWED_DOMAINS` is set and a recipient's domain is not in it.
+    #[error("mail to `{domain}` is not allowed here (EMAIL_ALLOWED_DOMAINS)")]
+    RecipientNotAllowed { field: String, domain: String },
     /// 429 — the tenant's submission rate limit; retry after this many seconds.
     #[error("too many jobs submitted; retry in {0} s")]
     RateLimited(u64),
@@ -110,7 +114,7 @@ pub struct Problem<'a> {
     /// The HTTP status, repeated.
     status: u16,
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
-    /// `unknown_type`, `queue_not_allowed`, `too_many_queues`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
+    /// `unknown_type`, `queue_not_allowed`, `too_many_queues`, `recipient_not_allowed`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
     /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`, `upgrade_required`,
     /// `rate_limited`, `quota_exceeded`, `storage_full`, `unavailable`, `outcome_unknown`, `not_replicated` or `internal`.
     code: &'static str,
@@ -130,6 +134,7 @@ impl ApiError {
             | Self::UnknownType(_)
             | Self::IdempotencyKeyReused
             | Self::QueueNotAllowed { .. }
+            | Self::RecipientNotAllowed { .. }
             | Self::TooManyQueues(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) | Self::PayloadOverLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -139,7 +144,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            Self::RateLimited(_) | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) | Self::StorageFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -156,6 +161,7 @@ impl ApiError {
             Self::UnknownType(_) => "unknown_type",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::QueueNotAllowed { .. } => "queue_not_allowed",
+            Self::RecipientNotAllowed { .. } => "recipient_not_allowed",
             Self::TooManyQueues(_) => "too_many_queues",
             Self::PayloadTooLarge(_) | Self::PayloadOverLimit { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -166,7 +172,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::UpgradeRequired => "upgrade_required",
             Self::RateLimited(_) => "rate_limited",
-            Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Unavailable => "unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::NotReplicated(_) => "not_replicated",
@@ -180,6 +186,7 @@ impl ApiError {
             Self::Invalid { field, .. }
             | Self::BadParameter { field, .. }
             | Self::QueueNotAllowed { field, .. }
+            | Self::RecipientNotAllowed { field, .. }
             | Self::PayloadOverLimit { field, .. } => Some(field),
             _ => None,
         }
@@ -219,7 +226,7 @@ impl IntoResponse for ApiError {
             Self::StorageFull { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            Self::RateLimited(seconds) => {
+            Self::RateLimited(seconds) | Self::QuotaExceeded { retry_after: Some(seconds), .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
             }
             Self::Unauthorized(_) => {
@@ -253,14 +260,24 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     /// What a refused enqueue says.
     pub fn quota(quota: shared::store::Quota, used: u64, cap: u64) -> Self {
-        Self::QuotaExceeded(match quota {
-            shared::store::Quota::LiveJobs => format!(
+        use shared::store::Quota;
+        let message = match quota {
+            Quota::LiveJobs => format!(
                 "this tenant has {used} live jobs and may have {cap} (TENANT_MAX_LIVE_JOBS); wait for some to finish"
             ),
-            shared::store::Quota::Bytes => format!(
+            Quota::Bytes => format!(
                 "this tenant stores {used} bytes of jobs and may store {cap} (TENANT_MAX_BYTES); wait for finished ones to expire"
             ),
-        })
+            Quota::EmailRecipients { .. } => format!(
+                "this tenant's email.send jobs addressed {used} recipients today and may address {cap} a day \
+                 (EMAIL_DAILY_RECIPIENTS); the count starts again at midnight UTC"
+            ),
+        };
+        let retry_after = match quota {
+            Quota::EmailRecipients { renews_in_ms } => Some(renews_in_ms.div_ceil(1000).max(1)),
+            Quota::LiveJobs | Quota::Bytes => None,
+        };
+        Self::QuotaExceeded { message, retry_after }
     }
 
     /// For writes: a lost reply is an unknown outcome, with `advice` on retrying.

@@ -32,7 +32,7 @@ timeouts, scheduling and cancellation.
 - `POST` routes that create jobs accept an `Idempotency-Key` header.
 - Every error is `application/problem+json` (the `Problem` schema); clients switch on its `code`.
 - Every `/v1` route needs `Authorization: Bearer <JWT>` with claims `sub`, `tenant`, `scope` \
-(space-separated `jobs:write`, `jobs:read`, `admin`) and `exp`: 401 without a valid token, 403 \
+(space-separated `jobs:write`, `jobs:read`, `email:send`, `admin`) and `exp`: 401 without a valid token, 403 \
 without the scope. Records, listings, counts, events and idempotency keys belong to the token's \
 tenant; another tenant's job is 404 everywhere.
 - Job submission is rate-limited per tenant (a batch counts as its number of jobs): 429 with `Retry-After`.";

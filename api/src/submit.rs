@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use shared::jobs::Registry;
+use shared::jobs::{EmailSend, JobType as _, Registry};
 use shared::store::{NewJob, When};
 
 use crate::error::ApiError;
@@ -29,6 +29,49 @@ pub struct Rules {
     pub queues_allowed: Vec<String>,
     /// Largest payload, as JSON text (`MAX_PAYLOAD_BYTES`).
     pub max_payload_bytes: usize,
+    /// Where `email.send` may write (`EMAIL_ALLOWED_DOMAINS`, lower case, `*.`
+    /// for subdomains); empty = anywhere.
+    pub email_allowed_domains: Vec<String>,
+}
+
+/// Who submits: the tenant, and whether it may send mail (`email:send`).
+#[derive(Debug, Clone, Copy)]
+pub struct Submitter<'a> {
+    pub tenant: &'a str,
+    pub may_email: bool,
+}
+
+impl Rules {
+    /// Whether mail to `address` may go out: its domain is allowed, or no list is set.
+    fn allows_recipient(&self, address: &str) -> Result<(), String> {
+        if self.email_allowed_domains.is_empty() {
+            return Ok(());
+        }
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d).trim_end_matches('>').to_ascii_lowercase();
+        let allowed = self.email_allowed_domains.iter().any(|entry| match entry.strip_prefix("*.") {
+            Some(parent) => domain.strip_suffix(parent).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            None => domain == *entry,
+        });
+        if allowed { Ok(()) } else { Err(domain) }
+    }
+
+    /// For an `email.send` payload: checks the submitter may send it and every
+    /// recipient is allowed, and returns how many recipients it addresses.
+    fn check_email(&self, who: Submitter<'_>, payload: &serde_json::Value, at: &str) -> Result<u32, ApiError> {
+        if !who.may_email {
+            return Err(ApiError::Forbidden(
+                "email.send jobs need the `email:send` scope (or `admin`) besides `jobs:write`".into(),
+            ));
+        }
+        let recipients = EmailSend::recipients(payload);
+        for (index, address) in recipients.iter().enumerate() {
+            self.allows_recipient(address).map_err(|domain| ApiError::RecipientNotAllowed {
+                field: format!("{at}payload.to[{index}]"),
+                domain,
+            })?;
+        }
+        Ok(recipients.len() as u32)
+    }
 }
 
 /// `POST /v1/jobs` body.
@@ -146,7 +189,7 @@ pub fn valid_queue(name: &str) -> bool {
 }
 
 /// Validates one request into a job; `at` prefixes field names (`jobs[3].`).
-pub fn validate(rules: &Rules, tenant: &str, request: JobRequest, at: &str) -> Result<NewJob, ApiError> {
+pub fn validate(rules: &Rules, who: Submitter<'_>, request: JobRequest, at: &str) -> Result<NewJob, ApiError> {
     let (registry, queues_allowed) = (&rules.registry, &rules.queues_allowed);
     let field = |name: &str| format!("{at}{name}");
     let defaults = registry.defaults(&request.kind).ok_or_else(|| ApiError::UnknownType(request.kind.clone()))?;
@@ -157,6 +200,7 @@ pub fn validate(rules: &Rules, tenant: &str, request: JobRequest, at: &str) -> R
     if let Some(Err(err)) = registry.validate(&request.kind, &request.payload) {
         return Err(ApiError::invalid(format!("{at}{}", err.field), err.message));
     }
+    let recipients = if request.kind == EmailSend::NAME { rules.check_email(who, &request.payload, at)? } else { 0 };
     let queue = request.queue.unwrap_or_else(|| defaults.queue.to_owned());
     if !valid_queue(&queue) {
         return Err(ApiError::invalid(field("queue"), "use 1-64 characters from [A-Za-z0-9._-]"));
@@ -196,7 +240,7 @@ pub fn validate(rules: &Rules, tenant: &str, request: JobRequest, at: &str) -> R
     }
     Ok(NewJob {
         id: uuid::Uuid::now_v7().to_string(),
-        tenant: tenant.to_owned(),
+        tenant: who.tenant.to_owned(),
         kind: request.kind,
         queue,
         payload,
@@ -206,6 +250,7 @@ pub fn validate(rules: &Rules, tenant: &str, request: JobRequest, at: &str) -> R
         backoff_base_ms,
         backoff_cap_ms,
         retention_secs: request.retention_secs,
+        recipients,
     })
 }
 
@@ -217,10 +262,40 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    fn rules(email_allowed_domains: &[&str]) -> Rules {
+        Rules {
+            registry: Registry::standard(true),
+            queues_allowed: Vec::new(),
+            max_payload_bytes: 64 << 10,
+            email_allowed_domains: email_allowed_domains.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
     fn check(json: serde_json::Value) -> Result<NewJob, ApiError> {
-        let rules =
-            Rules { registry: Registry::standard(true), queues_allowed: Vec::new(), max_payload_bytes: 64 << 10 };
-        validate(&rules, "t", request(json), "")
+        validate(&rules(&[]), Submitter { tenant: "t", may_email: true }, request(json), "")
+    }
+
+    #[test]
+    fn allowed_domains_match_exactly_or_by_wildcard_for_subdomains() {
+        let rules = rules(&["example.com", "*.corp.example"]);
+        assert!(rules.allows_recipient("a@example.com").is_ok());
+        assert!(rules.allows_recipient("a@EXAMPLE.com").is_ok());
+        assert_eq!(rules.allows_recipient("a@mail.example.com"), Err("mail.example.com".into()));
+        assert!(rules.allows_recipient("a@eu.corp.example").is_ok());
+        assert!(rules.allows_recipient("a@corp.example").is_err(), "the wildcard is for subdomains only");
+        assert!(rules.allows_recipient("a@evilcorp.example").is_err());
+        assert!(rules.allows_recipient("a@example.com.evil.org").is_err());
+    }
+
+    #[test]
+    fn email_needs_its_scope_and_counts_its_recipients() {
+        let mail = serde_json::json!({"type": "email.send",
+            "payload": {"to": ["a@example.com", "b@example.com"], "subject": "s", "text": "t"}});
+        let job = validate(&rules(&[]), Submitter { tenant: "t", may_email: true }, request(mail.clone()), "").unwrap();
+        assert_eq!(job.recipients, 2);
+        let err = validate(&rules(&[]), Submitter { tenant: "t", may_email: false }, request(mail), "").unwrap_err();
+        assert!(matches!(err, ApiError::Forbidden(_)), "{err:?}");
+        assert_eq!(check(serde_json::json!({"type": "noop"})).unwrap().recipients, 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::Serialize;
 /// Secret the harness gives its API (≥ 32 bytes, as the API requires).
 pub const BENCH_JWT_SECRET: &str = "bench-harness-secret-0123456789abcdef";
 pub const TENANT: &str = "default";
-pub const SCOPE: &str = "jobs:write jobs:read";
+pub const SCOPE: &str = "jobs:write jobs:read email:send";
 
 #[derive(Serialize)]
 struct Claims<'a> {

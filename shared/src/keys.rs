@@ -32,11 +32,14 @@ impl Keys {
     }
 
     /// HASH — id → the job's mutable part: a header line `status, attempts,
-    /// due_ms, cancel (0|1), expires_ms`, then its history, one line per
-    /// transition: `status, attempt, at_ms, error` (all tab-separated). `due_ms` is
-    /// when it was (or will be) due; `expires_ms` is when a finished record is
-    /// deleted (0 while live). Keeping the history in the same value makes a
-    /// transition one read and one write.
+    /// due_ms, cancel (0|1), expires_ms, runs, flags, total`, then its last 50
+    /// transitions, one line each: `status, attempt, at_ms, error` (all
+    /// tab-separated). `due_ms` is when it was (or will be) due; `expires_ms` is
+    /// when a finished record is deleted (0 while live); `runs` is the latest
+    /// claim's fencing token; `flags` holds `l` while the id is on its ready list
+    /// and `o` while the latest run's outcome is accepted; `total` counts every
+    /// transition. Keeping the history in the same value makes a transition one
+    /// read and one write (see `scripts/lib.lua`).
     pub fn state(&self) -> String {
         format!("{}:state", self.tag)
     }
@@ -98,7 +101,7 @@ impl Keys {
         format!("{}:q:{queue}:retry", self.tag)
     }
 
-    /// HASH — ids running on `queue` → lease expiry in ms. A worker renews the
+    /// HASH — ids running on `queue` → `expiry_ms \t worker \t claim`. A worker renews the
     /// leases of its jobs; the reaper takes back any whose lease ran out. It holds
     /// only the jobs in flight, so the reaper scans it whole. Plus one field,
     /// [`RUNNING_PIN`], that keeps it a hash table (see `scripts/lib.lua`).
@@ -127,6 +130,20 @@ impl Keys {
     /// SET — every tenant that has ever submitted a job (drives index pruning).
     pub fn tenants(&self) -> String {
         format!("{}:tenants", self.tag)
+    }
+
+    /// HASH — a tenant's usage, kept exactly by every script: `live` (jobs not
+    /// yet finished) and `bytes` (stored specs, until their records are deleted),
+    /// checked against TENANT_MAX_LIVE_JOBS and TENANT_MAX_BYTES at enqueue.
+    pub fn tenant_usage(&self, tenant: &str) -> String {
+        format!("{}:t:{tenant}:usage", self.tag)
+    }
+
+    /// STRING — recipients a tenant's `email.send` jobs addressed on UTC day
+    /// `day` (ms / 86,400,000), checked against EMAIL_DAILY_RECIPIENTS at
+    /// enqueue; expires after two days.
+    pub fn tenant_email_day(&self, tenant: &str, day: u64) -> String {
+        format!("{}:t:{tenant}:email:{day}", self.tag)
     }
 
     /// ZSET — a tenant's job ids scored by creation time in ms × 1000 + the job's

@@ -31,6 +31,7 @@ pub async fn run_job(job: ClaimedJob, app: Data<Arc<App>>) -> Result<serde_json:
         }
         let ctx = JobContext {
             id: job.id.clone(),
+            tenant: job.tenant.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             run: job.token,

@@ -45,7 +45,8 @@ async fn a_sent_email_carries_the_workers_sender_every_recipient_and_a_message_i
     assert_eq!(mail.from, "jobs@example.test");
     assert_eq!(mail.to, ["ada@example.org", "grace@example.net"]);
     assert_eq!(mail.header("From").as_deref(), Some("Jobs <jobs@example.test>"), "{}", mail.data);
-    assert_eq!(mail.header("To").as_deref(), Some("ada@example.org, grace@example.net"), "{}", mail.data);
+    assert_eq!(mail.header("To"), None, "several recipients go in the envelope only: {}", mail.data);
+    assert_eq!(mail.header("Bcc"), None, "{}", mail.data);
     assert_eq!(mail.header("Subject").as_deref(), Some("Quarterly report"));
     assert_eq!(mail.header("Message-ID"), Some(message_id));
     assert_eq!(mail.header("X-Job-Id").as_deref(), Some(id.as_str()));

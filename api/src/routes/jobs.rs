@@ -35,9 +35,16 @@ use crate::submit::{self, BatchRequest, IdempotencyKeyHeader, JobRequest, MAX_BA
             body = Problem, content_type = PROBLEM),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`validation_failed` (with `field`), `unknown_type` or `idempotency_key_reused`.",
+        (status = 403, description = "`forbidden`: no `jobs:write`, or an `email.send` job without `email:send`.",
             body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`unavailable`: nothing was stored; retry (`Retry-After`).",
+        (status = 422, description = "`validation_failed` (with `field`), `unknown_type`, `queue_not_allowed`, \
+            `too_many_queues`, `recipient_not_allowed` or `idempotency_key_reused`.",
+            body = Problem, content_type = PROBLEM),
+        (status = 429, description = "`rate_limited` (`Retry-After`), or `quota_exceeded`: the tenant's live jobs, \
+            stored bytes or daily email recipients are at their cap. Nothing was stored.",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable` or `storage_full`: nothing was stored; `outcome_unknown`: \
+            retry with the same Idempotency-Key; `not_replicated`: stored, not yet on the replicas (`Retry-After`).",
             body = Problem, content_type = PROBLEM),
     )
 )]
@@ -51,7 +58,7 @@ pub async fn create_job(
     let tenant = &caller.tenant;
     let body = json_body(&headers, body, state.max_body_bytes)?;
     let request: JobRequest = submit::parse(&body)?;
-    let job = submit::validate(&state.rules, tenant, request, "")?;
+    let job = submit::validate(&state.rules, submitter(&caller), request, "")?;
     state.storage.admit()?;
     let claim = idempotency(&headers, "jobs", &body)?;
     let stored = state.store()?.enqueue(std::slice::from_ref(&job), claim.as_ref(), state.limits).await;
@@ -90,9 +97,15 @@ pub async fn create_job(
             body = Problem, content_type = PROBLEM),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: no `jobs:write`, or an `email.send` job without `email:send`.",
+            body = Problem, content_type = PROBLEM),
         (status = 422, description = "A job is invalid (`field` such as `jobs[7].payload.ms`), 0 or over 1,000 jobs, \
             or `idempotency_key_reused`. Nothing was stored.", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`unavailable`: nothing was stored; retry (`Retry-After`).",
+        (status = 429, description = "`rate_limited` (`Retry-After`), or `quota_exceeded`: the tenant's live jobs, \
+            stored bytes or daily email recipients are at their cap. Nothing was stored.",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable` or `storage_full`: nothing was stored; `outcome_unknown`: \
+            retry with the same Idempotency-Key; `not_replicated`: stored, not yet on the replicas (`Retry-After`).",
             body = Problem, content_type = PROBLEM),
     )
 )]
@@ -103,7 +116,6 @@ pub async fn create_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
-    let tenant = &caller.tenant;
     let body = json_body(&headers, body, state.max_body_bytes)?;
     let request: BatchRequest = submit::parse(&body)?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH {
@@ -113,7 +125,7 @@ pub async fn create_batch(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| submit::validate(&state.rules, tenant, job, &format!("jobs[{index}].")))
+        .map(|(index, job)| submit::validate(&state.rules, submitter(&caller), job, &format!("jobs[{index}].")))
         .collect::<Result<Vec<NewJob>, ApiError>>()?;
     state.storage.admit()?;
     let claim = idempotency(&headers, "batch", &body)?;
@@ -134,6 +146,10 @@ pub async fn create_batch(
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+fn submitter(caller: &Principal) -> submit::Submitter<'_> {
+    submit::Submitter { tenant: &caller.tenant, may_email: caller.has(Scope::EmailSend) }
 }
 
 /// `GET /v1/jobs/{id}` — the record.

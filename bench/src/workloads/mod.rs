@@ -76,6 +76,7 @@ pub fn noop_job(tenant: &str) -> NewJob {
         backoff_base_ms: defaults.backoff.base.as_millis() as u64,
         backoff_cap_ms: defaults.backoff.cap.as_millis() as u64,
         retention_secs: None,
+        recipients: 0,
     }
 }
 

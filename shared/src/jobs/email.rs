@@ -2,7 +2,10 @@
 //!
 //! Addresses are checked at enqueue. The `Message-ID` is derived from the job id,
 //! so a mail delivered twice (at-least-once) is recognisable as the same mail;
-//! `X-Job-Id` and `X-Job-Run` say which job and which run of it sent it.
+//! `X-Job-Id` and `X-Job-Run` say which job and which run of it sent it, and
+//! `X-Job-Tenant` which tenant, for abuse handling. A job with several
+//! recipients sends one message with all of them in `Bcc`, so none sees the
+//! others and a retry never delivers to some twice and to others once.
 //! SMTP 4xx replies and connection errors are retried; 5xx replies fail the job.
 
 use std::time::Duration;
@@ -33,6 +36,18 @@ pub struct EmailSend {
     #[serde(default)]
     #[garde(inner(length(max = 1_000_000)))]
     pub html: Option<String>,
+}
+
+impl EmailSend {
+    /// The recipients of an `email.send` payload (already validated): `to` as
+    /// one address or a list.
+    pub fn recipients(payload: &serde_json::Value) -> Vec<&str> {
+        match &payload["to"] {
+            serde_json::Value::String(address) => vec![address.as_str()],
+            serde_json::Value::Array(addresses) => addresses.iter().filter_map(serde_json::Value::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -120,6 +135,7 @@ macro_rules! job_header {
 
 job_header!(JobIdHeader, "X-Job-Id");
 job_header!(JobRunHeader, "X-Job-Run");
+job_header!(JobTenantHeader, "X-Job-Tenant");
 
 /// A pooled SMTP client shared by the handlers of one worker.
 #[derive(Clone)]
@@ -163,12 +179,15 @@ impl JobType for EmailSend {
             .subject(self.subject)
             .message_id(Some(mailer.message_id(&ctx.id)))
             .header(JobIdHeader(ctx.id.clone()))
-            .header(JobRunHeader(ctx.run.to_string()));
+            .header(JobRunHeader(ctx.run.to_string()))
+            .header(JobTenantHeader(ctx.tenant.clone()));
+        let alone = self.to.len() == 1;
         for address in &self.to {
             let mailbox = address
                 .parse::<Mailbox>()
                 .map_err(|err| JobError::Permanent(format!("bad recipient {}: {err}", mask(address))))?;
-            builder = builder.to(mailbox);
+            // lettre leaves `Bcc` out of the message it sends, keeping it in the envelope.
+            builder = if alone { builder.to(mailbox) } else { builder.bcc(mailbox) };
         }
         let message = match self.html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(self.text, html)),

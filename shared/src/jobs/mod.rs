@@ -54,6 +54,8 @@ impl Default for JobDefaults {
 #[derive(Clone)]
 pub struct JobContext {
     pub id: String,
+    /// The tenant that submitted the job.
+    pub tenant: String,
     /// 1-based; attempts that never reached a worker do not count.
     pub attempt: u32,
     pub max_attempts: u32,

@@ -12,12 +12,15 @@
 -- ARGV[11] the most queues the tenant may have jobs in (0 = no cap)
 -- ARGV[12] the most live (unfinished) jobs it may have   ARGV[13] the most bytes of
 --   stored jobs (specs: payloads with their settings) it may have (0 = no cap)
--- ARGV[14..] n × 4: id, head (tenant \t type \t queue \t max_attempts \t timeout_ms
+-- ARGV[14] the most email recipients its jobs may address in a UTC day (0 = no cap)
+-- ARGV[15] the email recipients these jobs address
+-- ARGV[16..] n × 4: id, head (tenant \t type \t queue \t max_attempts \t timeout_ms
 --   \t backoff_base_ms \t backoff_cap_ms \t retention_secs or ''), payload, when ('' = now, '+<ms>' = after
 --   that delay, '@<ms>' = at that time, which if past means now); grouped by queue,
 --   then g, and g groups: queue, first job (0-based), count.
 -- Returns {'created', now_ms} | {'replay', 'id1,id2,…'} | {'mismatch'} | {'limited', retry_after_ms}
 --   | {'too_many_queues', cap} | {'quota_exceeded', 'live' | 'bytes', in use, cap}
+--   | {'quota_exceeded', 'email', sent today, cap, ms until the count starts again}
 local tag, maxlen, idem_key = ARGV[1], ARGV[2], ARGV[3]
 
 if idem_key ~= '' then
@@ -33,7 +36,7 @@ end
 
 local tenant, n = ARGV[7], tonumber(ARGV[8])
 local now = now_ms()
-local at = 14 + 4 * n
+local at = 16 + 4 * n
 local g = tonumber(ARGV[at])
 at = at + 1
 
@@ -56,7 +59,7 @@ local usage = tag .. ':t:' .. tenant .. ':usage'
 local max_live, max_bytes = tonumber(ARGV[12]), tonumber(ARGV[13])
 local bytes = 0
 for i = 0, n - 1 do
-  local b = 14 + 4 * i
+  local b = 16 + 4 * i
   bytes = bytes + #ARGV[b + 1] + #ARGV[b + 2] + 15
 end
 if max_live > 0 or max_bytes > 0 then
@@ -64,6 +67,18 @@ if max_live > 0 or max_bytes > 0 then
   local live, stored = tonumber(used[1]) or 0, tonumber(used[2]) or 0
   if max_live > 0 and live + n > max_live then return {'quota_exceeded', 'live', live, max_live} end
   if max_bytes > 0 and stored + bytes > max_bytes then return {'quota_exceeded', 'bytes', stored, max_bytes} end
+end
+
+-- Its email recipients today (`t:<tenant>:email:<day>`, UTC days), when these
+-- jobs address any.
+local recipients, max_recipients = tonumber(ARGV[15]), tonumber(ARGV[14])
+local day = math.floor(now / 86400000)
+local mailed = tag .. ':t:' .. tenant .. ':email:' .. day
+if recipients > 0 and max_recipients > 0 then
+  local sent = tonumber(redis.call('GET', mailed)) or 0
+  if sent + recipients > max_recipients then
+    return {'quota_exceeded', 'email', sent, max_recipients, (day + 1) * 86400000 - now}
+  end
 end
 
 -- The tenant's token bucket: a job each.
@@ -86,7 +101,7 @@ for _ = 1, g do
   at = at + 3
   local ready, scheduled, nready = {}, {}, 0
   for i = first, first + count - 1 do
-    local b = 14 + 4 * i
+    local b = 16 + 4 * i
     local id, head, when = ARGV[b], ARGV[b + 1], ARGV[b + 3]
     local meta = metas[head]
     if not meta then
@@ -139,6 +154,10 @@ redis.call('HINCRBY', usage, 'live', n)
 redis.call('HINCRBY', usage, 'bytes', bytes)
 chunked('ZADD', tag .. ':t:' .. tenant .. ':jobs', index, 2)
 redis.call('SADD', tag .. ':tenants', tenant)
+if recipients > 0 then
+  redis.call('INCRBY', mailed, recipients)
+  redis.call('EXPIRE', mailed, 172800)
+end
 
 emit(tag, maxlen, table.concat(w.lines, '\n'))
 wake(tag)

@@ -31,6 +31,8 @@ impl JobStore {
         let rate = limits.rate.filter(|rate| rate.per_sec > 0);
         call.arg(rate.map_or(0, |l| l.per_sec)).arg(rate.map_or(0, |l| l.burst));
         call.arg(limits.max_queues).arg(limits.max_live_jobs).arg(limits.max_bytes);
+        let recipients: u64 = jobs.iter().map(|job| u64::from(job.recipients)).sum();
+        call.arg(limits.email_recipients_per_day).arg(recipients);
         // Jobs go in queue order (stable, so each queue keeps submission order),
         // making every queue's jobs one contiguous range.
         let mut order: Vec<&NewJob> = jobs.iter().collect();
@@ -75,7 +77,11 @@ impl JobStore {
             "mismatch" => Ok(EnqueueOutcome::KeyReused),
             "quota_exceeded" => {
                 let number = |i: usize| reply.get(i).and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok());
-                let quota = if string_at(&reply, 1)? == "live" { Quota::LiveJobs } else { Quota::Bytes };
+                let quota = match string_at(&reply, 1)?.as_str() {
+                    "live" => Quota::LiveJobs,
+                    "email" => Quota::EmailRecipients { renews_in_ms: number(4).unwrap_or(1000) },
+                    _ => Quota::Bytes,
+                };
                 Ok(EnqueueOutcome::QuotaExceeded {
                     quota,
                     used: number(2).unwrap_or_default(),

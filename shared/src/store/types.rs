@@ -20,6 +20,9 @@ pub struct NewJob {
     pub backoff_cap_ms: u64,
     /// Seconds its record is kept once it succeeds (`None`: the deployment's).
     pub retention_secs: Option<u64>,
+    /// Email recipients it addresses, counted against the tenant's daily
+    /// `email.send` quota (0 for other types).
+    pub recipients: u32,
 }
 
 /// When a new job is first due. Delays count from the moment Redis stores the
@@ -107,6 +110,9 @@ pub enum Quota {
     LiveJobs,
     /// Bytes of stored jobs: `TENANT_MAX_BYTES`.
     Bytes,
+    /// Recipients of `email.send` jobs today (UTC): `EMAIL_DAILY_RECIPIENTS`;
+    /// the count starts again in `renews_in_ms`.
+    EmailRecipients { renews_in_ms: u64 },
 }
 
 /// What one tenant may submit; the scripts enforce it, so it holds across API instances.
@@ -119,6 +125,8 @@ pub struct TenantLimits {
     pub max_live_jobs: u64,
     /// Most bytes of stored jobs (their specs: payloads and settings) it may have (0 = no cap).
     pub max_bytes: u64,
+    /// Most recipients its `email.send` jobs may address in a UTC day (0 = no cap).
+    pub email_recipients_per_day: u64,
 }
 
 /// A tenant's submission limit: a token bucket of `burst` jobs refilled at

@@ -33,7 +33,7 @@ pub struct System {
     pub smtp: SmtpServer,
     pub prefix: String,
     pub base: String,
-    /// Sends a `jobs:write jobs:read` token of [`TENANT`].
+    /// Sends a `jobs:write jobs:read email:send` token of [`TENANT`].
     pub http: reqwest::Client,
     /// Sends an `admin` token of [`TENANT`].
     pub admin: reqwest::Client,
@@ -183,7 +183,7 @@ impl System {
             smtp,
             prefix,
             base: String::new(),
-            http: client_for(&token(TENANT, "jobs:write jobs:read", Duration::from_secs(3600))),
+            http: client_for(&token(TENANT, "jobs:write jobs:read email:send", Duration::from_secs(3600))),
             admin: client_for(&token(TENANT, "admin", Duration::from_secs(3600))),
             api_stop: None,
             api_task: None,

@@ -37,6 +37,10 @@ pub struct RetentionArgs {
     /// Seconds a succeeded job's record is kept.
     #[arg(long, env = "SUCCEEDED_TTL_SECS", value_name = "SUCCEEDED_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub succeeded_ttl_secs: u64,
+    /// Most succeeded records kept per queue and tenant: past it the oldest are
+    /// deleted as new ones succeed, whatever their age; 0 = no cap.
+    #[arg(long, env = "SUCCEEDED_MAX_PER_QUEUE", value_name = "SUCCEEDED_MAX_PER_QUEUE", default_value_t = 0)]
+    pub succeeded_max_per_queue: u64,
     /// Seconds a failed or cancelled job's record is kept.
     #[arg(long, env = "FAILED_TTL_SECS", value_name = "FAILED_TTL_SECS", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..))]
     pub failed_ttl_secs: u64,
@@ -53,6 +57,7 @@ impl RetentionArgs {
         StoreConfig {
             prefix: prefix.to_owned(),
             succeeded_ttl: Duration::from_secs(self.succeeded_ttl_secs),
+            succeeded_max_per_queue: self.succeeded_max_per_queue,
             failed_ttl: Duration::from_secs(self.failed_ttl_secs),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             events_maxlen: self.events_maxlen,

@@ -49,12 +49,19 @@ impl Keys {
         format!("{}:result", self.tag)
     }
 
-    /// LIST — ids whose retention ends in second `second` (ms / 1,000). The
-    /// reaper sweeps whole past seconds and deletes their records from the
-    /// column hashes, unless a job was retried since. Succeeded records are
+    /// LIST — ids whose retention ends in second `second` (ms / 1,000). ACK and
+    /// REAP sweep expired seconds and delete their records from the column
+    /// hashes, unless a job was retried since. Succeeded records are
     /// kept `SUCCEEDED_TTL_SECS`, failed and cancelled ones `FAILED_TTL_SECS`.
     pub fn gc_bucket(&self, second: u64) -> String {
         format!("{}:gc:{second}", self.tag)
+    }
+
+    /// LIST — with SUCCEEDED_MAX_PER_QUEUE: `id \t expires_ms` of `tenant`'s
+    /// latest successes on `queue`, oldest first, at most that many; ACK deletes
+    /// the records that fall off its head (unless retried or deleted since).
+    pub fn succeeded(&self, queue: &str, tenant: &str) -> String {
+        format!("{}:q:{queue}:t:{tenant}:succeeded", self.tag)
     }
 
     /// STRING — the oldest retention second not yet swept.

@@ -176,7 +176,8 @@ async fn flush(inner: &Inner, pending: &[Outcome]) -> Result<(), StoreError> {
         call.arg(inner.keys.tag())
             .arg(store.events_maxlen)
             .arg(store.succeeded_ttl.as_millis() as u64)
-            .arg(store.failed_ttl.as_millis() as u64);
+            .arg(store.failed_ttl.as_millis() as u64)
+            .arg(store.succeeded_max_per_queue);
         let mut by_queue: Vec<(&str, Vec<&Outcome>)> = Vec::new();
         for outcome in chunk {
             match by_queue.iter_mut().find(|(queue, _)| *queue == outcome.queue) {

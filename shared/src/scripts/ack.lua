@@ -6,7 +6,9 @@
 -- stale and ignored.
 -- KEYS[1]  the events stream (routes the call)
 -- ARGV[1]  tag   ARGV[2] events maxlen   ARGV[3] succeeded ttl ms   ARGV[4] failed ttl ms
--- ARGV[5]  number of queues g, then g groups: queue, count k, and k outcomes of 5
+-- ARGV[5]  the most succeeded records kept per queue and tenant (0 = no cap;
+--          SUCCEEDED_MAX_PER_QUEUE): past it the oldest are deleted at once
+-- ARGV[6]  number of queues g, then g groups: queue, count k, and k outcomes of 5
 --          fields: id meta (tenant \t type \t queue) token verdict text
 --   verdict: ok (text = result JSON) | fail (no retry: permanent, or the last
 --            attempt; text = error) | <ms> (retry after that many ms; text = error)
@@ -16,6 +18,7 @@
 -- lib.lua `sweep`).
 -- Returns the number of stale outcomes ignored.
 local tag, maxlen, ok_ttl, failed_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local ok_cap = tonumber(ARGV[5])
 local now = now_ms()
 local w = writer(tag, now)
 local ok_expires, failed_expires = tostring(now + ok_ttl), tostring(now + failed_ttl)
@@ -23,9 +26,12 @@ local stale, retried, outcomes = 0, false, 0
 -- Records deleted on success (`ok:0`), the listing indexes they leave, and the
 -- `tenant \t queue` pairs that may have nothing left (see lib.lua `free_queues`).
 local dropped, unlisted, emptied = {}, {}, {}
+-- With a cap on succeeded records: `id \t expires` of those kept, per
+-- `q:<queue>:t:<tenant>:succeeded` list (oldest first), and those past the cap.
+local kept, evicted = {}, {}
 
-local at = 6
-for _ = 1, tonumber(ARGV[5]) do
+local at = 7
+for _ = 1, tonumber(ARGV[6]) do
   local queue, k = ARGV[at], tonumber(ARGV[at + 1])
   outcomes = outcomes + k
   local first = at + 2
@@ -77,6 +83,11 @@ for _ = 1, tonumber(ARGV[5]) do
         local expires = ok_expires
         if keep then expires = tostring(now + tonumber(keep) * 1000) end
         transition(w, id, meta, status, 'succeeded', attempt, due, cancel, expires, runs, flags, total, history)
+        if ok_cap > 0 then
+          local list = q .. ':t:' .. tenant_of(meta) .. ':succeeded'
+          if not kept[list] then kept[list] = {} end
+          table.insert(kept[list], id .. '\t' .. expires)
+        end
       elseif cancel == '1' then
         transition(w, id, meta, status, 'cancelled', attempt, due, cancel, failed_expires, runs, flags, total,
           history, text)
@@ -100,6 +111,14 @@ for _ = 1, tonumber(ARGV[5]) do
   end
 end
 
+for list, entries in pairs(kept) do
+  chunked('RPUSH', list, entries)
+  local over = redis.call('LLEN', list) - ok_cap
+  if over > 0 then
+    for _, entry in ipairs(redis.call('LPOP', list, over)) do evicted[#evicted + 1] = entry end
+  end
+end
+
 -- Jobs that asked to be forgotten on success: their records go now.
 if #dropped > 0 then
   for index, ids in pairs(unlisted) do chunked('ZREM', index, ids) end
@@ -110,6 +129,26 @@ end
 local _, _, swept_from = sweep(w, now, 2 * (outcomes - stale) + 10)
 for pair in pairs(swept_from) do emptied[pair] = true end
 flush(w, maxlen)
+-- Succeeded records past the cap go too, once this call's states are written:
+-- each that is still the success it was (not retried, not deleted since).
+if #evicted > 0 then
+  local ids, expiries = {}, {}
+  for i, entry in ipairs(evicted) do ids[i], expiries[i] = string.match(entry, '^([^\t]*)\t(.*)$') end
+  local states = hmget(tag .. ':state', ids)
+  local gone, ended = {}, {}
+  for i, id in ipairs(ids) do
+    local status, _, _, _, expires = parse_state(states[i])
+    if status == 'succeeded' and expires == expiries[i] then
+      gone[#gone + 1] = id
+      ended[#ended + 1] = 'succeeded'
+    end
+  end
+  if #gone > 0 then
+    local v = writer(tag, now)
+    forget(v, gone, ended, emptied)
+    flush(v, maxlen)
+  end
+end
 free_queues(tag, emptied)
 if retried then wake(tag) end
 return stale

@@ -400,11 +400,39 @@ local function wait_for(n, held, rate)
   return math.ceil((n - held) * 1000 / rate)
 end
 
+-- Deletes the records of `ids`, which ended with `ended[i]`, with their listing
+-- and failed-index entries and counts (in `w`, for the caller to flush); marks
+-- the `tenant \t queue` pairs that lost records in `emptied` (see `free_queues`).
+local function forget(w, ids, ended, emptied)
+  local tag = w.tag
+  local specs = hmget(tag .. ':spec', ids)
+  local indexes, order = {}, {}
+  local function unindex(key, id)
+    if not indexes[key] then
+      indexes[key] = {}
+      order[#order + 1] = key
+    end
+    table.insert(indexes[key], id)
+  end
+  for i, spec in ipairs(specs) do
+    if spec then
+      local meta, queue = spec_meta_queue(spec)
+      local tenant = tenant_of(meta)
+      count(w, meta, ended[i], -1)
+      w.freed[tenant] = (w.freed[tenant] or 0) + #spec
+      unindex(tag .. ':t:' .. tenant .. ':jobs', ids[i])
+      if ended[i] == 'failed' then unindex(tag .. ':q:' .. queue .. ':t:' .. tenant .. ':failed', ids[i]) end
+      emptied[tenant .. '\t' .. queue] = true
+    end
+  end
+  for _, key in ipairs(order) do chunked('ZREM', key, indexes[key]) end
+  for _, column in ipairs({':spec', ':state', ':result'}) do chunked('HDEL', tag .. column, ids) end
+end
+
 -- Deletes the records whose retention ended: the ids in the one-second buckets
 -- `gc:<second>` of past seconds, oldest first, from `gc:cursor` on, then the
--- expired head of the current second's bucket, at most `budget` ids in all,
--- with their listing and failed-index entries and counts (in `w`, for the
--- caller to flush). ACK runs it too, with a budget in proportion to the jobs
+-- expired head of the current second's bucket, at most `budget` ids in all
+-- (see `forget`). ACK runs it too, with a budget in proportion to the jobs
 -- it finishes, so deleting keeps up with finishing at any rate.
 -- Returns the records deleted, 1 if it stopped at its bounds (0 otherwise), and
 -- the `tenant \t queue` pairs that lost records (see `free_queues`).
@@ -417,8 +445,9 @@ local function sweep(w, now, budget)
   if cursor > current then return 0, 0, emptied end
 
   -- Deletes the records of `ids` (taken off a bucket) that ended and expired; a
-  -- job retried since is live again and stays. A job that ended twice within one
-  -- second is in the bucket twice: deleted once.
+  -- job retried since is live again and stays, and one deleted already (by
+  -- SUCCEEDED_MAX_PER_QUEUE) is gone. A job that ended twice within one second
+  -- is in the bucket twice: deleted once.
   local function delete(ids, states)
     local gone, ended, seen = {}, {}, {}
     for i, id in ipairs(ids) do
@@ -431,28 +460,7 @@ local function sweep(w, now, budget)
       end
     end
     if #gone == 0 then return end
-    local specs = hmget(tag .. ':spec', gone)
-    local indexes, order = {}, {}
-    local function unindex(key, id)
-      if not indexes[key] then
-        indexes[key] = {}
-        order[#order + 1] = key
-      end
-      table.insert(indexes[key], id)
-    end
-    for i, spec in ipairs(specs) do
-      if spec then
-        local meta, queue = spec_meta_queue(spec)
-        local tenant = tenant_of(meta)
-        count(w, meta, ended[i], -1)
-        w.freed[tenant] = (w.freed[tenant] or 0) + #spec
-        unindex(tag .. ':t:' .. tenant .. ':jobs', gone[i])
-        if ended[i] == 'failed' then unindex(tag .. ':q:' .. queue .. ':t:' .. tenant .. ':failed', gone[i]) end
-        emptied[tenant .. '\t' .. queue] = true
-      end
-    end
-    for _, key in ipairs(order) do chunked('ZREM', key, indexes[key]) end
-    for _, column in ipairs({':spec', ':state', ':result'}) do chunked('HDEL', tag .. column, gone) end
+    forget(w, gone, ended, emptied)
     swept = swept + #gone
   end
 

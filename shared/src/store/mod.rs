@@ -36,6 +36,8 @@ pub struct StoreConfig {
     pub prefix: String,
     /// How long a succeeded record is kept.
     pub succeeded_ttl: Duration,
+    /// Most succeeded records kept per queue and tenant (0 = no cap).
+    pub succeeded_max_per_queue: u64,
     /// How long a failed or cancelled record is kept.
     pub failed_ttl: Duration,
     /// How long an Idempotency-Key stays claimed.
@@ -49,6 +51,7 @@ impl Default for StoreConfig {
         Self {
             prefix: "jobs".into(),
             succeeded_ttl: Duration::from_secs(24 * 3600),
+            succeeded_max_per_queue: 0,
             failed_ttl: Duration::from_secs(7 * 24 * 3600),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             events_maxlen: 100_000,

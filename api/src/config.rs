@@ -110,9 +110,32 @@ pub struct EventsArgs {
     /// Seconds between the server's pings; a client that misses two pongs is closed.
     #[arg(long, env = "WS_PING_SECS", value_name = "WS_PING_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ws_ping_secs: u64,
-    /// Messages queued for one connection before it is closed as too slow (1013).
-    #[arg(long, env = "WS_BUFFER", value_name = "WS_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=65_536))]
+    /// Events queued for one connection before it is closed as too slow (1013).
+    /// The queue holds references to events every connection shares, so a full
+    /// one costs 8 bytes a slot; it must hold a burst (a batch of 1,000 jobs is
+    /// 1,000 events at once).
+    #[arg(long, env = "WS_BUFFER", value_name = "WS_BUFFER", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(16..=65_536))]
     pub ws_buffer: u64,
+    /// Seconds one write to an event connection may take before the connection
+    /// is closed as stuck (1013).
+    #[arg(long, env = "WS_WRITE_TIMEOUT_SECS", value_name = "WS_WRITE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ws_write_timeout_secs: u64,
+    /// Event connections (WebSocket and SSE) this API instance holds at most;
+    /// past it, `503 too_many_connections`.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", value_name = "WS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ws_max_connections: u64,
+    /// Event connections one tenant may hold on this API instance; past it,
+    /// `429 too_many_connections`.
+    #[arg(long, env = "WS_MAX_PER_TENANT", value_name = "WS_MAX_PER_TENANT", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ws_max_per_tenant: u64,
+    /// Events a replay (`since`) reads at most; a client further behind gets
+    /// `gap` and goes on from the live stream.
+    #[arg(long, env = "EVENTS_REPLAY_MAX", value_name = "EVENTS_REPLAY_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub events_replay_max: u64,
+    /// Replays (`since`) one tenant may have running at once on this API
+    /// instance; past it, `429 too_many_replays`.
+    #[arg(long, env = "EVENTS_REPLAYS_PER_TENANT", value_name = "EVENTS_REPLAYS_PER_TENANT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub events_replays_per_tenant: u64,
     /// Comma-separated origins (`https://ops.example.com`) whose pages may open the
     /// event stream, besides the API's own.
     #[arg(long, env = "ALLOWED_ORIGINS", value_name = "ALLOWED_ORIGINS", value_delimiter = ',')]

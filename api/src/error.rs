@@ -83,6 +83,13 @@ pub enum ApiError {
     /// 429 — the tenant's submission rate limit; retry after this many seconds.
     #[error("too many jobs submitted; retry in {0} s")]
     RateLimited(u64),
+    /// 503 (the instance is full, `WS_MAX_CONNECTIONS`) or 429 (the tenant is,
+    /// `WS_MAX_PER_TENANT`) — no room for another event connection.
+    #[error("{message}")]
+    TooManyConnections { message: String, per_tenant: bool },
+    /// 429 — the tenant already has `EVENTS_REPLAYS_PER_TENANT` replays (`since`) running.
+    #[error("{0} replays with `since` are running for this tenant (EVENTS_REPLAYS_PER_TENANT); retry shortly")]
+    TooManyReplays(usize),
     /// 503 — Redis is unreachable or refused the call; nothing was written. Safe to retry.
     #[error("storage is unavailable; nothing was stored, retry shortly")]
     Unavailable,
@@ -116,7 +123,7 @@ pub struct Problem<'a> {
     /// What clients switch on: `malformed_json`, `bad_parameter`, `validation_failed`,
     /// `unknown_type`, `queue_not_allowed`, `too_many_queues`, `recipient_not_allowed`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`,
     /// `not_found`, `method_not_allowed`, `invalid_state`, `unauthorized`, `forbidden`, `upgrade_required`,
-    /// `rate_limited`, `quota_exceeded`, `storage_full`, `unavailable`, `outcome_unknown`, `not_replicated` or `internal`.
+    /// `rate_limited`, `quota_exceeded`, `too_many_connections`, `too_many_replays`, `storage_full`, `unavailable`, `outcome_unknown`, `not_replicated` or `internal`.
     code: &'static str,
     /// For people; may change wording.
     message: String,
@@ -144,7 +151,11 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            Self::RateLimited(_) | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_)
+            | Self::QuotaExceeded { .. }
+            | Self::TooManyReplays(_)
+            | Self::TooManyConnections { per_tenant: true, .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyConnections { per_tenant: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) | Self::StorageFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -173,6 +184,8 @@ impl ApiError {
             Self::UpgradeRequired => "upgrade_required",
             Self::RateLimited(_) => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::TooManyConnections { .. } => "too_many_connections",
+            Self::TooManyReplays(_) => "too_many_replays",
             Self::Unavailable => "unavailable",
             Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::NotReplicated(_) => "not_replicated",
@@ -223,8 +236,11 @@ impl IntoResponse for ApiError {
             Self::Unavailable | Self::OutcomeUnknown(_) | Self::NotReplicated(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            Self::StorageFull { .. } => {
+            Self::StorageFull { .. } | Self::TooManyConnections { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::TooManyReplays(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited(seconds) | Self::QuotaExceeded { retry_after: Some(seconds), .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));

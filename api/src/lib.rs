@@ -165,6 +165,17 @@ pub async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
 /// A client must send its request headers within this time (slow-header attacks).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a write to any connection (a response, an event stream, a socket)
+/// may make no progress before the connection is dropped. Event connections
+/// have a shorter deadline of their own (`WS_WRITE_TIMEOUT_SECS`), closing them
+/// with 1013; this catches the rest.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The kernel's send buffer per connection (Linux doubles it for its own use):
+/// enough to keep a fast link busy, small enough that a client that stops
+/// reading costs little before its write timeout or queue closes it.
+pub const SEND_BUFFER_BYTES: usize = 256 * 1024;
+
 /// How long in-flight requests get to finish once shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -202,7 +213,16 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        // What the kernel buffers for a peer that stops reading is bounded (Linux
+        // autotunes it up to megabytes, all of it work done for nobody).
+        if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES) {
+            tracing::debug!(error = %err, "cannot size a connection's send buffer");
+        }
+        // A peer that stops reading cannot hold a connection (and what is
+        // buffered for it) for ever: a write that makes no progress fails.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let connection = http.serve_connection(TokioIo::new(Box::pin(stream)), service).with_upgrades();
         let (mut stopping, open) = (stopping.clone(), open.clone());
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);

@@ -59,8 +59,9 @@ impl FromStr for JobStatus {
     }
 }
 
-/// A job as the API shows it. Every field is always present: one that does not
-/// apply yet is `null`.
+/// A job as the API shows it. Every field is always present (one that does not
+/// apply yet is `null`), but for `payload`, which listings and snapshots carry
+/// only when asked.
 // Hence `required` on the `Option` fields, which utoipa would otherwise leave optional.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobRecord {
@@ -75,9 +76,11 @@ pub struct JobRecord {
     /// Attempts started so far.
     pub attempts: u32,
     pub max_attempts: u32,
-    /// The payload as submitted; its shape depends on `type`.
+    /// The payload as submitted; its shape depends on `type`. Listings and
+    /// event snapshots leave it out unless asked (`include=payload`).
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     /// When the job is next due: its first run, or its next attempt while `retrying`.
     #[schema(required)]
@@ -255,7 +258,8 @@ impl JobRecord {
             status: state.status,
             attempts: state.attempts,
             max_attempts: spec.max_attempts,
-            payload: serde_json::from_str(&spec.payload).ok()?,
+            // READ's lean mode cuts the payload off.
+            payload: if spec.payload.is_empty() { None } else { Some(serde_json::from_str(&spec.payload).ok()?) },
             created_at: from_millis(spec.created_ms),
             scheduled_at: Some(from_millis(state.due_ms)),
             started_at,
@@ -290,7 +294,7 @@ mod tests {
                      running\t2\t1700000000021\t\nsucceeded\t2\t1700000000030\t";
         let (record, history) = JobRecord::from_columns("j1", spec, state, Some("42")).unwrap();
         assert_eq!((record.tenant.as_str(), record.attempts, record.max_attempts), ("acme", 2, 5));
-        assert_eq!(record.payload, serde_json::json!({"a": "b\tc"}));
+        assert_eq!(record.payload, Some(serde_json::json!({"a": "b\tc"})));
         assert_eq!(record.started_at, Some(from_millis(1700000000021)));
         assert_eq!(record.finished_at, Some(from_millis(1700000000030)));
         assert_eq!(record.last_error.as_deref(), Some("boom"));

@@ -1,6 +1,6 @@
 //! `GET /v1/events` over WebSocket, with a real client (tokio-tungstenite)
 //! against the real server and Redis: authentication before the upgrade,
-//! snapshots, resume, gaps, several API instances, heartbeats, slow readers,
+//! snapshots, resume, gaps, several API instances, heartbeats,
 //! many sockets, shutdown.
 
 mod support;
@@ -190,11 +190,9 @@ async fn a_job_subscriber_gets_a_snapshot_then_every_later_transition() {
         assert_eq!(snapshot["op"], "snapshot", "{snapshot}");
         assert_eq!(snapshot["job"]["id"], id.as_str());
         let fields = |v: &Value| v.as_object().expect("object").keys().cloned().collect::<BTreeSet<_>>();
-        assert_eq!(
-            fields(&snapshot["job"]),
-            fields(&system.job(&id).await),
-            "the record as GET /v1/jobs/{{id}} has it"
-        );
+        let mut read = fields(&system.job(&id).await);
+        read.remove("payload");
+        assert_eq!(fields(&snapshot["job"]), read, "the record as GET /v1/jobs/{{id}} has it, but for the payload");
         let as_of = snapshot["id"].as_str().expect("snapshot id").to_owned();
         let mut statuses = vec![snapshot["job"]["status"].as_str().expect("status").to_owned()];
         while statuses.last().map(String::as_str) != Some("succeeded") {
@@ -463,126 +461,6 @@ async fn a_thousand_sockets_across_tenants_each_get_only_their_tenants_events() 
 }
 
 /// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
-#[tokio::test]
-async fn a_reader_that_stops_reading_is_closed_with_1013_and_the_server_memory_stays_flat() {
-    let system = System::start().await;
-    // The API as its own process (`worker dev`: API and a worker), so its memory is its own.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = dev_server(
-        &system,
-        &[
-            ("BIND_ADDR", &format!("127.0.0.1:{port}")),
-            ("JWT_SECRET", support::TEST_SECRET),
-            ("RATE_LIMIT_PER_SEC", "0"),
-            ("WS_BUFFER", "64"),
-        ],
-    );
-    support::eventually(Duration::from_secs(20), "the dev server", || {
-        let url = format!("{base}/healthz");
-        async move { reqwest::get(url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await;
-
-    // A client whose socket takes in little, and which then stops reading.
-    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
-    tcp.set_recv_buffer_size(4096).expect("small buffer");
-    let stream = tcp.connect(format!("127.0.0.1:{port}").parse().expect("addr")).await.expect("connect");
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(events_url(&base, ""))
-            .expect("request");
-    request.headers_mut().insert("authorization", format!("Bearer {}", reader()).parse().expect("header"));
-    let (mut slow, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-        .await
-        .expect("upgraded");
-    subscribed(&mut slow).await;
-
-    // And one that keeps up: bursts of 1,000 events must not evict it.
-    let mut fast = connect(&base, "", &reader()).await;
-    subscribed(&mut fast).await;
-    let total = 83_000;
-    let (progress, mut fast_seen) = tokio::sync::watch::channel(0usize);
-    let fast = tokio::spawn(async move {
-        let mut events = 0;
-        while events < total {
-            match tokio::time::timeout(WAIT, futures::StreamExt::next(&mut fast)).await {
-                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))) => {
-                    events += 1;
-                    progress.send_replace(events);
-                }
-                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame)))) => {
-                    panic!("the fast reader was closed after {events} events: {frame:?}")
-                }
-                Ok(Some(Ok(_))) => {}
-                other => panic!("the fast reader stopped after {events} events: {other:?}"),
-            }
-        }
-        events
-    });
-
-    let writer = client_for(&token(TENANT, "jobs:write", Duration::from_secs(600)));
-    let batch = json!({"jobs": vec![json!({"type": "noop", "delay_ms": 3_600_000}); 1_000]});
-    let post = |writer: reqwest::Client| {
-        let (url, batch) = (format!("{base}/v1/jobs/batch"), batch.clone());
-        async move {
-            let response = writer.post(url).json(&batch).send().await.expect("sent");
-            assert_eq!(response.status(), 202);
-        }
-    };
-    for _ in 0..3 {
-        post(writer.clone()).await;
-    }
-    let mut baseline = rss(server.pid());
-    let mut peak = baseline;
-    let batches = 80;
-    // By then the slow reader has long filled its queue: from there on, memory must stay
-    // flat while the events it does not read keep coming.
-    let settled = 10;
-    for batch in 0..batches {
-        post(writer.clone()).await;
-        if batch == settled {
-            baseline = rss(server.pid());
-            peak = baseline;
-        }
-        peak = peak.max(rss(server.pid()));
-        // Paced by the reader that keeps up (this test's runtime is shared with it),
-        // so it is never slow itself; the other one never reads.
-        let expected = (batch + 4) * 1_000;
-        tokio::time::timeout(WAIT, fast_seen.wait_for(|n| *n >= expected)).await.expect("fast reader keeps up").ok();
-    }
-    let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
-    eprintln!(
-        "server RSS: {:.1} MiB after {} events, peak {:.1} MiB over the next {} while a reader never read",
-        mib(baseline),
-        (settled + 4) * 1_000,
-        mib(peak),
-        (batches - settled - 1) * 1_000
-    );
-    // Queued without bound, the last 69,000 events (~200 bytes of JSON each, plus the event,
-    // ~500 bytes in all) would take over 30 MiB; the allocator's own ups and downs stay
-    // within about 8.
-    assert!(peak - baseline < 14 * 1_048_576, "grew by {:.1} MiB", mib(peak - baseline));
-    // The reader, once it reads again, finds what was in flight, then the close.
-    let (code, reason, before) = close_code(&mut slow, Duration::from_secs(10)).await;
-    assert_eq!((code, reason.as_str()), (1013, "too slow: reconnect with since"));
-    assert!(before < batches * 1_000, "{before} messages reached it");
-    eprintln!("{before} messages reached the slow reader before its close");
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(60), fast).await.expect("fast reader done").expect("task"),
-        total
-    );
-}
-
 #[tokio::test]
 async fn the_events_reader_comes_back_after_a_redis_restart() {
     let mut system = System::start().await;

@@ -4,10 +4,11 @@
 //! The reader blocks on `XREAD` on a connection of its own (a blocking read on
 //! the shared multiplexed connection would stall every other command), keeps the
 //! last entry id it dispatched, and after a Redis outage reconnects with backoff
-//! and carries on from that id. Each member gets a bounded queue; a member whose
-//! queue stays full for [`SLOW_GRACE`] is dropped from its room and told so (it
-//! closes with 1013), so a slow reader never makes the server buffer more than
-//! its queue.
+//! and carries on from that id. Each member gets a bounded queue (`WS_BUFFER`
+//! events); a member whose queue is full when an event comes is dropped from its
+//! room at once and told so (it closes with 1013): the reader never waits for
+//! anyone, so one slow client cannot delay the others, and the server never
+//! buffers more than a queue per client.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +30,6 @@ const BLOCK: Duration = Duration::from_secs(5);
 /// jobs/s the scripts write about 15,000 entries a second, which reads of 4
 /// could not follow (events fell hundreds of ms behind).
 const ENTRIES_PER_READ: usize = 16;
-/// How long a member with a full queue gets to make room before it is evicted.
-const SLOW_GRACE: Duration = Duration::from_millis(500);
 
 /// XREAD's answer for one stream: its key and its entries (id, field/value list).
 type StreamReply = (String, Vec<(String, Vec<String>)>);
@@ -119,14 +118,16 @@ struct Room {
 struct Member {
     tx: mpsc::Sender<Arc<HubEvent>>,
     overflow: watch::Sender<bool>,
+    /// What it listens to, so leaving touches only its own entries in the indexes.
+    targets: HashSet<Target>,
 }
 
 impl Room {
-    fn index(&mut self, target: &Target) -> Option<&mut HashSet<u64>> {
+    fn index(&mut self, target: &Target) -> &mut HashSet<u64> {
         match target {
-            Target::All => Some(&mut self.all),
-            Target::Queue(queue) => Some(self.queues.entry(queue.clone()).or_default()),
-            Target::Job(job) => Some(self.jobs.entry(job.clone()).or_default()),
+            Target::All => &mut self.all,
+            Target::Queue(queue) => self.queues.entry(queue.clone()).or_default(),
+            Target::Job(job) => self.jobs.entry(job.clone()).or_default(),
         }
     }
 
@@ -141,13 +142,10 @@ impl Room {
     }
 
     fn drop_member(&mut self, id: u64) {
-        self.members.remove(&id);
-        self.all.remove(&id);
-        for index in [&mut self.queues, &mut self.jobs] {
-            index.retain(|_, ids| {
-                ids.remove(&id);
-                !ids.is_empty()
-            });
+        if let Some(member) = self.members.remove(&id) {
+            for target in &member.targets {
+                self.unindex(id, target);
+            }
         }
     }
 }
@@ -220,7 +218,7 @@ impl Hub {
             .entry(tenant.to_owned())
             .or_default()
             .members
-            .insert(id, Member { tx, overflow: overflow_tx });
+            .insert(id, Member { tx, overflow: overflow_tx, targets: HashSet::new() });
         Joined { membership: Membership { hub: self.clone(), id, tenant: tenant.to_owned() }, events, overflow }
     }
 
@@ -236,16 +234,19 @@ impl Membership {
         let mut rooms = self.hub.rooms();
         let dispatched = rooms.dispatched;
         if let Some(room) = rooms.by_tenant.get_mut(&self.tenant)
-            && room.members.contains_key(&self.id)
-            && let Some(index) = room.index(target)
+            && let Some(member) = room.members.get_mut(&self.id)
         {
-            index.insert(self.id);
+            member.targets.insert(target.clone());
+            room.index(target).insert(self.id);
         }
         dispatched
     }
 
     pub fn remove(&self, target: &Target) {
-        if let Some(room) = self.hub.rooms().by_tenant.get_mut(&self.tenant) {
+        if let Some(room) = self.hub.rooms().by_tenant.get_mut(&self.tenant)
+            && let Some(member) = room.members.get_mut(&self.id)
+            && member.targets.remove(target)
+        {
             room.unindex(self.id, target);
         }
     }
@@ -263,21 +264,12 @@ impl Drop for Membership {
     }
 }
 
-/// A member whose queue was full during a dispatch, with the events it still owes it.
-struct Stalled {
-    tenant: String,
-    id: u64,
-    tx: mpsc::Sender<Arc<HubEvent>>,
-    rest: Vec<Arc<HubEvent>>,
-}
-
 impl Inner {
-    /// Hands each event to the members whose targets it matches, once each, without
-    /// waiting; returns the members whose queue was full, with what they are still owed.
-    fn dispatch(&self, events: impl Iterator<Item = JobEvent>, last: EventId) -> Vec<Stalled> {
+    /// Hands each event to the members whose targets it matches, once each,
+    /// without waiting: a member whose queue is full is evicted there and then.
+    fn dispatch(&self, events: impl Iterator<Item = JobEvent>, last: EventId) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let mut recipients = Vec::new();
-        let mut stalled: Vec<Stalled> = Vec::new();
         for event in events {
             // Serialized only when someone of its tenant listens.
             let Some(room) = rooms.by_tenant.get_mut(&event.tenant) else { continue };
@@ -289,26 +281,19 @@ impl Inner {
             recipients.sort_unstable();
             recipients.dedup();
             for id in &recipients {
-                // Once stalled, a member's events wait behind the first that did not fit.
-                if let Some(waiting) = stalled.iter_mut().find(|s| s.id == *id) {
-                    waiting.rest.push(event.clone());
-                    continue;
-                }
                 let Some(member) = room.members.get(id) else { continue };
                 match member.tx.try_send(event.clone()) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(event)) => stalled.push(Stalled {
-                        tenant: event.tenant.clone(),
-                        id: *id,
-                        tx: member.tx.clone(),
-                        rest: vec![event],
-                    }),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Too slow: stop feeding it; it closes with 1013 and can resume with `since`.
+                        member.overflow.send_replace(true);
+                        room.drop_member(*id);
+                    }
                     Err(mpsc::error::TrySendError::Closed(_)) => room.drop_member(*id),
                 }
             }
         }
         rooms.dispatched = rooms.dispatched.max(last);
-        stalled
     }
 
     /// Every member closes with 1013, as if too slow, and can resume with `since`.
@@ -319,40 +304,6 @@ impl Inner {
                 member.overflow.send_replace(true);
             }
         }
-    }
-
-    /// Too slow: stop feeding it; it closes with 1013 and can resume with `since`.
-    fn evict(&self, tenant: &str, id: u64) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(room) = rooms.by_tenant.get_mut(tenant) {
-            if let Some(member) = room.members.get(&id) {
-                member.overflow.send_replace(true);
-            }
-            room.drop_member(id);
-        }
-    }
-}
-
-/// Gives members whose queue was full a moment to make room (a burst of a
-/// thousand-job batch arrives all at once), then evicts those that did not.
-/// The next events wait meanwhile, so each member's order holds.
-async fn catch_up(hub: &Inner, stalled: Vec<Stalled>) {
-    if stalled.is_empty() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + SLOW_GRACE;
-    let sends = stalled.into_iter().map(|member| async move {
-        for event in member.rest {
-            match tokio::time::timeout_at(deadline, member.tx.send(event)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return None,
-                Err(_) => return Some((member.tenant, member.id)),
-            }
-        }
-        None
-    });
-    for (tenant, id) in futures::future::join_all(sends).await.into_iter().flatten() {
-        hub.evict(&tenant, id);
     }
 }
 
@@ -434,9 +385,7 @@ async fn read_stream(hub: Weak<Inner>, store: JobStore, redis_url: String, start
             let Some((newest, fields)) = entries.last() else { continue };
             let last = last_event_of(newest, fields);
             last_entry = Some(newest.clone());
-            let stalled =
-                hub.dispatch(entries.iter().flat_map(|(id, fields)| parse_entry(id, event_body(fields))), last);
-            catch_up(&hub, stalled).await;
+            hub.dispatch(entries.iter().flat_map(|(id, fields)| parse_entry(id, event_body(fields))), last);
         }
     }
 }

@@ -12,6 +12,7 @@
 //! scope and the filters. A refused request never gets an open socket.
 
 mod hub;
+mod limits;
 mod session;
 mod sse;
 mod ws;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 pub use hub::Hub;
+use limits::{Limits, Ticket};
 
 use crate::AppState;
 use crate::auth::{Principal, Scope};
@@ -39,10 +41,16 @@ use session::{Request, Session};
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Settings every event connection of one API instance shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventsSettings {
     pub ping: Duration,
     pub buffer: usize,
+    /// How long one write may take before the connection is closed (1013).
+    pub write_timeout: Duration,
+    /// Events one replay reads at most (`EVENTS_REPLAY_MAX`).
+    pub replay_max: usize,
+    /// The instance's caps on connections and replays.
+    pub limits: Limits,
     /// Origins allowed besides the API's own, lower-case, without a trailing slash.
     pub allowed_origins: Vec<String>,
 }
@@ -52,6 +60,13 @@ impl EventsSettings {
         Self {
             ping: Duration::from_secs(args.ws_ping_secs),
             buffer: args.ws_buffer as usize,
+            write_timeout: Duration::from_secs(args.ws_write_timeout_secs),
+            replay_max: args.events_replay_max as usize,
+            limits: Limits::new(
+                args.ws_max_connections as usize,
+                args.ws_max_per_tenant as usize,
+                args.events_replays_per_tenant as usize,
+            ),
             allowed_origins: args
                 .allowed_origins
                 .iter()
@@ -81,6 +96,8 @@ pub struct EventsQuery {
     queue: Option<String>,
     /// Resume after this event id (for SSE, the `Last-Event-ID` header does the same).
     since: Option<String>,
+    /// `payload`: snapshots carry their jobs' payloads (left out by default).
+    include: Option<String>,
     /// The token, for browsers (which cannot set headers on a WebSocket).
     access_token: Option<String>,
 }
@@ -91,6 +108,7 @@ impl EventsQuery {
             jobs: self.job.iter().flat_map(|jobs| jobs.split(',')).map(str::trim).map(str::to_owned).collect(),
             queue: self.queue.clone(),
             since: last_event_id.map(str::to_owned).or_else(|| self.since.clone()),
+            include: self.include.clone(),
         }
     }
 }
@@ -104,7 +122,8 @@ impl EventsQuery {
     description = "Upgrade with `Connection: Upgrade`, `Upgrade: websocket`, or send `Accept: text/event-stream`. \
 The token comes from `Authorization: Bearer`, `?access_token=`, or the subprotocols `bearer` and the token \
 (the server selects `bearer`). Messages are JSON with an `op`: `event`, `snapshot`, `gap`, `subscribed`, `error`; \
-the client sends `subscribe` / `unsubscribe`. See the README, \"Live events\".",
+the client sends `subscribe` / `unsubscribe`. Snapshots leave out payloads unless `include=payload`. \
+See the README, \"Live events\".",
     params(EventsQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol."),
@@ -117,7 +136,11 @@ the client sends `subscribe` / `unsubscribe`. See the README, \"Live events\".",
             body = Problem, content_type = PROBLEM),
         (status = 426, description = "`upgrade_required`: neither a WebSocket upgrade nor `Accept: text/event-stream`.",
             body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`unavailable`", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "`too_many_connections`: the tenant holds `WS_MAX_PER_TENANT` event \
+connections on this instance; `too_many_replays`: it has `EVENTS_REPLAYS_PER_TENANT` replays (`since`) running.",
+            body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`unavailable`; `too_many_connections`: the instance holds `WS_MAX_CONNECTIONS`.",
+            body = Problem, content_type = PROBLEM),
     )
 )]
 pub async fn get_events(
@@ -135,13 +158,12 @@ pub async fn get_events(
     let caller = authenticate(&state, &headers, &query, ws.as_mut())?;
     caller.require(Scope::JobsRead)?;
     let draining = draining.map(|Extension(d)| d);
+    let settings = &state.events_settings;
     match ws {
         Some(ws) => {
             let request = query.request(None);
-            request.validate()?;
-            let store = state.store()?.clone();
-            let session = Session::new(&state.events, store, &caller.tenant);
-            let settings = EventsSettings::clone(&state.events_settings);
+            let (session, place) = prepare(&state, &caller, &request)?;
+            let settings = EventsSettings::clone(settings);
             let max_body = state.max_body_bytes as usize;
             Ok(ws
                 .max_message_size(MAX_MESSAGE_BYTES)
@@ -150,18 +172,29 @@ pub async fn get_events(
                 .write_buffer_size(64 * 1024)
                 .max_write_buffer_size(2 * max_body + 256 * 1024)
                 .on_failed_upgrade(|err| tracing::debug!(error = %err, "websocket upgrade failed"))
-                .on_upgrade(move |socket| ws::run(socket, session, request, caller, settings, draining)))
+                .on_upgrade(move |socket| ws::run(socket, session, request, caller, settings, draining, place)))
         }
         None if accepts_event_stream(&headers) => {
             let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
             let request = query.request(last_event_id);
-            request.validate()?;
-            let store = state.store()?.clone();
-            let session = Session::new(&state.events, store, &caller.tenant);
-            Ok(sse::stream(session, request, caller, state.events_settings.ping, draining).into_response())
+            let (session, place) = prepare(&state, &caller, &request)?;
+            Ok(sse::stream(session, request, caller, settings, draining, place).into_response())
         }
         None => Err(ApiError::UpgradeRequired),
     }
+}
+
+/// Checks the request and takes the caller's places (a connection, and a
+/// replay with `since`) before the upgrade, so a refused client gets a status code.
+fn prepare(state: &AppState, caller: &Principal, request: &Request) -> Result<(Session, Ticket), ApiError> {
+    request.validate()?;
+    let settings = &state.events_settings;
+    let payloads = crate::routes::include_param(request.include.as_deref())?;
+    let store = state.store()?.clone();
+    let place = settings.limits.connect(&caller.tenant)?;
+    let replay = request.since.as_ref().map(|_| settings.limits.replay(&caller.tenant)).transpose()?;
+    let session = Session::new(&state.events, store, &caller.tenant, settings).prepared(payloads, replay);
+    Ok((session, place))
 }
 
 /// The token from the Authorization header, the `bearer` subprotocol, or `?access_token=`.

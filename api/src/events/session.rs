@@ -6,7 +6,7 @@
 //! (the snapshot's or the replay's last id) and a live event is delivered only
 //! if some target it matches has a floor below it. No gap, no duplicate.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::events::EventId;
 use shared::model::JobRecord;
-use shared::store::JobStore;
+use shared::store::{JobStore, Payloads};
 use tokio::sync::{mpsc, watch};
 
 use super::hub::{Hub, HubEvent, Membership, Target};
+use super::limits::{Limits, Ticket};
 use crate::error::ApiError;
 
 /// Most jobs one connection may follow by id.
@@ -26,6 +27,8 @@ pub const MAX_JOBS: usize = 1_000;
 pub const MAX_QUEUES: usize = 100;
 /// Stream entries read per history page (an entry holds up to 1,000 events).
 const REPLAY_PAGE: usize = 16;
+/// Snapshots read and sent at a time.
+const SNAPSHOT_PAGE: usize = 100;
 
 /// A message for the client, in the order it must be delivered.
 #[derive(Debug, Clone)]
@@ -65,6 +68,8 @@ pub struct Request {
     pub jobs: Vec<String>,
     pub queue: Option<String>,
     pub since: Option<String>,
+    /// `payload`: snapshots carry their jobs' payloads.
+    pub include: Option<String>,
 }
 
 /// A client message.
@@ -90,6 +95,7 @@ impl Request {
         {
             return Err(bad("queue", "a queue name is 1-64 of [A-Za-z0-9._-]"));
         }
+        crate::routes::include_param(self.include.as_deref())?;
         match &self.since {
             None => Ok(None),
             Some(since) => {
@@ -108,7 +114,21 @@ impl Request {
     }
 }
 
-/// A history read in progress: the transport sends each page as it comes.
+/// What a subscription still owes after its acknowledgement, sent a page at a
+/// time as it is read: snapshots, or history.
+pub enum Pending {
+    Snapshots(Snapshots),
+    Replay(Replay),
+}
+
+/// Snapshots not sent yet: read without payloads when the subscription was
+/// checked; with `include=payload`, each page is read again with them.
+pub struct Snapshots {
+    records: VecDeque<(EventId, JobRecord)>,
+    payloads: Payloads,
+}
+
+/// A history read in progress.
 pub struct Replay {
     /// Targets added by this subscription, which the replay serves, with the
     /// last event dispatched when each was added.
@@ -118,13 +138,26 @@ pub struct Replay {
     after: EventId,
     /// The last event id the replay has covered.
     end: EventId,
+    /// Where live delivery starts: once the replay gets there, it is done.
+    live_from: EventId,
+    /// Events read so far, and the most it may read (`EVENTS_REPLAY_MAX`).
+    scanned: usize,
+    max: usize,
     done: bool,
+    /// A place among the tenant's replays (`EVENTS_REPLAYS_PER_TENANT`).
+    _ticket: Ticket,
 }
 
 pub struct Session {
     store: JobStore,
     tenant: String,
     membership: Membership,
+    limits: Limits,
+    replay_max: usize,
+    /// Snapshots carry payloads (the connection asked with `include=payload`).
+    payloads: Payloads,
+    /// The replay place taken before the upgrade, for the first subscription.
+    first_replay: Option<Ticket>,
     /// Live events for this client, bounded; overflow closes it.
     pub events: mpsc::Receiver<Arc<HubEvent>>,
     pub overflow: watch::Receiver<bool>,
@@ -133,16 +166,28 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(hub: &Hub, store: JobStore, tenant: &str) -> Self {
+    pub fn new(hub: &Hub, store: JobStore, tenant: &str, settings: &super::EventsSettings) -> Self {
         let joined = hub.join(tenant);
         Self {
             store,
             tenant: tenant.to_owned(),
             membership: joined.membership,
+            limits: settings.limits.clone(),
+            replay_max: settings.replay_max,
+            payloads: Payloads::Omit,
+            first_replay: None,
             events: joined.events,
             overflow: joined.overflow,
             targets: HashMap::new(),
         }
+    }
+
+    /// Snapshots carry payloads by default, and the replay place for the first
+    /// subscription (with `since`) is already taken.
+    pub fn prepared(mut self, payloads: Payloads, first_replay: Option<Ticket>) -> Self {
+        self.payloads = payloads;
+        self.first_replay = first_replay;
+        self
     }
 
     /// Whether a live event is owed to the client.
@@ -151,9 +196,14 @@ impl Session {
     }
 
     /// Adds the request's targets. Returns the messages to send first (errors,
-    /// the acknowledgement, snapshots or a gap) and, with `since`, the replay to run.
-    pub async fn subscribe(&mut self, request: &Request) -> Result<(Vec<Out>, Option<Replay>), ApiError> {
+    /// the acknowledgement, or a gap) and what is owed after them, to be read a
+    /// page at a time with [`Session::next_page`].
+    pub async fn subscribe(&mut self, request: &Request) -> Result<(Vec<Out>, Option<Pending>), ApiError> {
         let since = request.validate()?;
+        let payloads = match crate::routes::include_param(request.include.as_deref())? {
+            Payloads::Include => Payloads::Include,
+            Payloads::Omit => self.payloads,
+        };
         let mut out = Vec::new();
         let mut wanted = request.targets();
         let jobs = self.jobs().len() + wanted.iter().filter(|t| matches!(t, Target::Job(_))).count();
@@ -164,17 +214,24 @@ impl Session {
                 None,
             ));
         }
+        let ticket = match since {
+            None => None,
+            Some(_) => match self.first_replay.take().map_or_else(|| self.limits.replay(&self.tenant), Ok) {
+                Ok(ticket) => Some(ticket),
+                Err(err) => return Ok((vec![Out::error(err.code(), err.to_string())], None)),
+            },
+        };
         let mut live_start = HashMap::new();
         for target in &wanted {
             live_start.insert(target.clone(), self.membership.add(target));
         }
         // Jobs: check each exists for this tenant (reading its snapshot at the same instant).
-        let mut snapshots = Vec::new();
+        let mut snapshots = VecDeque::new();
         if !request.jobs.is_empty() {
-            let snapshot = self.store.snapshot(&self.tenant, &request.jobs).await?;
+            let snapshot = self.store.snapshot(&self.tenant, &request.jobs, Payloads::Omit).await?;
             for (id, record) in request.jobs.iter().zip(snapshot.records) {
                 match record {
-                    Some(record) => snapshots.push((snapshot.as_of, record)),
+                    Some(record) => snapshots.push_back((snapshot.as_of, record)),
                     None => {
                         let target = Target::Job(id.clone());
                         if !self.targets.contains_key(&target) {
@@ -186,7 +243,7 @@ impl Session {
                 }
             }
         }
-        let Some(since) = since else {
+        let (Some(since), Some(ticket)) = (since, ticket) else {
             for target in &wanted {
                 let floor = live_start[target];
                 let floor = match target {
@@ -198,10 +255,9 @@ impl Session {
                 self.targets.insert(target.clone(), floor);
             }
             out.push(self.acknowledgement());
-            for (as_of, record) in snapshots {
-                out.push(snapshot(as_of, &record));
-            }
-            return Ok((out, None));
+            let pending =
+                (!snapshots.is_empty()).then_some(Pending::Snapshots(Snapshots { records: snapshots, payloads }));
+            return Ok((out, pending));
         };
         // Replay: the new targets go live once it has caught up (floors set then).
         let mut new = Vec::new();
@@ -211,23 +267,68 @@ impl Session {
             new.push((target, start));
         }
         out.push(self.acknowledgement());
-        let mut replay = Replay { new, from: since.entry(), after: since, end: since, done: false };
+        let live_from = new.iter().map(|(_, start)| *start).max().unwrap_or(EventId::ZERO);
+        let mut replay = Replay {
+            new,
+            from: since.entry(),
+            after: since,
+            end: since,
+            live_from,
+            scanned: 0,
+            max: self.replay_max,
+            done: false,
+            _ticket: ticket,
+        };
         if let Some(oldest) = self.store.oldest_event().await?
             && (since.ms, since.seq) < (oldest.ms, oldest.seq)
         {
-            out.push(Out::message(
-                "gap",
-                None,
-                json!({"op": "gap", "since": request.since, "oldest": oldest.to_string()}),
-            ));
+            out.push(gap(request.since.as_deref().unwrap_or_default(), &oldest.to_string()));
             replay.from = oldest.entry();
             replay.after = EventId::ZERO;
         }
-        Ok((out, Some(replay)))
+        Ok((out, Some(Pending::Replay(replay))))
+    }
+
+    /// The next page of what a subscription owes; `None` once all is sent (a
+    /// replay's targets then go live).
+    pub async fn next_page(&mut self, pending: &mut Pending) -> Result<Option<Vec<Out>>, ApiError> {
+        match pending {
+            Pending::Snapshots(snapshots) => self.snapshot_page(snapshots).await,
+            Pending::Replay(replay) => self.replay_page(replay).await,
+        }
+    }
+
+    async fn snapshot_page(&mut self, snapshots: &mut Snapshots) -> Result<Option<Vec<Out>>, ApiError> {
+        let count = snapshots.records.len().min(SNAPSHOT_PAGE);
+        if count == 0 {
+            return Ok(None);
+        }
+        let page: Vec<(EventId, JobRecord)> = snapshots.records.drain(..count).collect();
+        if snapshots.payloads == Payloads::Omit {
+            return Ok(Some(page.iter().map(|(as_of, record)| snapshot(*as_of, record)).collect()));
+        }
+        // Read again with payloads. Nothing live is sent before the pages are, so
+        // raising a job's floor to the newer read keeps the seam exact.
+        let ids: Vec<String> = page.iter().map(|(_, r)| r.id.clone()).collect();
+        let fresh = self.store.snapshot(&self.tenant, &ids, Payloads::Include).await?;
+        let mut out = Vec::with_capacity(count);
+        for ((as_of, lean), full) in page.into_iter().zip(fresh.records) {
+            match full {
+                Some(record) => {
+                    if let Some(floor) = self.targets.get_mut(&Target::Job(record.id.clone())) {
+                        *floor = (*floor).max(fresh.as_of);
+                    }
+                    out.push(snapshot(fresh.as_of, &record));
+                }
+                // Deleted since: what was read first is all there is.
+                None => out.push(snapshot(as_of, &lean)),
+            }
+        }
+        Ok(Some(out))
     }
 
     /// The next page of a replay; `None` once it has caught up (its targets then go live).
-    pub async fn replay_page(&mut self, replay: &mut Replay) -> Result<Option<Vec<Out>>, ApiError> {
+    async fn replay_page(&mut self, replay: &mut Replay) -> Result<Option<Vec<Out>>, ApiError> {
         loop {
             if replay.done {
                 for (target, start) in &replay.new {
@@ -240,6 +341,15 @@ impl Session {
             let (events, last) = self.store.events_from(&replay.from, REPLAY_PAGE).await?;
             let mut page = Vec::new();
             for event in events {
+                if replay.scanned >= replay.max && replay.end < replay.live_from {
+                    // Too far behind to replay: say what is skipped, and go on from the live stream.
+                    replay.done = true;
+                    let skipped_from = replay.end.to_string();
+                    replay.end = replay.live_from;
+                    page.push(gap(&skipped_from, &replay.live_from.to_string()));
+                    return Ok(Some(page));
+                }
+                replay.scanned += 1;
                 let Some(id) = EventId::parse(&event.id) else { continue };
                 replay.end = replay.end.max(id);
                 if id <= replay.after || event.tenant != self.tenant {
@@ -255,6 +365,8 @@ impl Session {
                 }
             }
             match last {
+                // Past where live delivery starts, the live queue has the rest.
+                Some(_) if replay.end >= replay.live_from => replay.done = true,
                 Some(last) => replay.from = format!("({last}"),
                 None => replay.done = true,
             }
@@ -290,6 +402,12 @@ impl Session {
                    "all": self.targets.contains_key(&Target::All)}),
         )
     }
+}
+
+/// Events after `since` up to `oldest` are not delivered: the client reads
+/// what it shows again over REST.
+fn gap(since: &str, oldest: &str) -> Out {
+    Out::message("gap", None, json!({"op": "gap", "since": since, "oldest": oldest}))
 }
 
 fn snapshot(as_of: EventId, record: &JobRecord) -> Out {

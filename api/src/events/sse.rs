@@ -4,7 +4,8 @@
 //! a small bounded channel. Event ids are the `id:` lines, so a reconnecting
 //! `EventSource` resumes through `Last-Event-ID`. The stream ends when the
 //! client leaves, the token expires, the server stops, or the client falls too
-//! far behind (it then reconnects and resumes).
+//! far behind or stops reading for `WS_WRITE_TIMEOUT_SECS` (it then reconnects
+//! and resumes).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,8 +15,9 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::limits::Ticket;
 use super::session::{Out, Request, Session};
-use super::{Draining, OpenGauge};
+use super::{Draining, EventsSettings, OpenGauge};
 use crate::auth::Principal;
 
 /// Messages waiting for the response body; the hub's queue is the real buffer.
@@ -25,16 +27,32 @@ pub(super) fn stream(
     session: Session,
     request: Request,
     caller: Principal,
-    keep_alive: Duration,
+    settings: &EventsSettings,
     draining: Option<Draining>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    place: Ticket,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (tx, rx) = mpsc::channel::<Out>(HANDOFF);
-    tokio::spawn(drive(session, request, caller, tx, draining));
+    let handoff = Handoff { tx, write_timeout: settings.write_timeout };
+    tokio::spawn(drive(session, request, caller, handoff, (draining, place)));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         let out = rx.recv().await?;
         Some((Ok(to_event(&out)), rx))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive))
+    Sse::new(events).keep_alive(KeepAlive::new().interval(settings.ping))
+}
+
+/// The way to the response body. A body that takes nothing for the write
+/// timeout belongs to a client that stopped reading: the stream ends.
+struct Handoff {
+    tx: mpsc::Sender<Out>,
+    write_timeout: Duration,
+}
+
+impl Handoff {
+    /// Whether `out` was taken.
+    async fn send(&self, out: Out) -> bool {
+        matches!(tokio::time::timeout(self.write_timeout, self.tx.send(out)).await, Ok(Ok(())))
+    }
 }
 
 fn to_event(out: &Out) -> Event {
@@ -54,8 +72,8 @@ async fn drive(
     mut session: Session,
     request: Request,
     caller: Principal,
-    tx: mpsc::Sender<Out>,
-    draining: Option<Draining>,
+    tx: Handoff,
+    (draining, place): (Option<Draining>, Ticket),
 ) {
     let _gauge = OpenGauge::new("sse");
     let expires = std::time::UNIX_EPOCH + Duration::from_secs(caller.expires_at);
@@ -77,22 +95,36 @@ async fn drive(
         }
     };
     let work = async {
-        let (first, replay) = match session.subscribe(&request).await {
+        let (first, pending) = match session.subscribe(&request).await {
             Ok(started) => started,
             Err(err) => {
-                let _ = tx.send(Out::error(err.code(), err.to_string())).await;
+                tx.send(Out::error(err.code(), err.to_string())).await;
                 return;
             }
         };
         for out in first {
-            if tx.send(out).await.is_err() {
+            if !tx.send(out).await {
                 return;
             }
         }
-        if let Some(mut replay) = replay {
-            while let Ok(Some(page)) = session.replay_page(&mut replay).await {
-                for out in page {
-                    if tx.send(out).await.is_err() {
+        if let Some(mut pending) = pending {
+            loop {
+                // A client that leaves ends the replay.
+                let page = tokio::select! {
+                    page = session.next_page(&mut pending) => page,
+                    () = tx.tx.closed() => return,
+                };
+                match page {
+                    Ok(Some(page)) => {
+                        for out in page {
+                            if !tx.send(out).await {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        tx.send(Out::error(err.code(), err.to_string())).await;
                         return;
                     }
                 }
@@ -102,14 +134,14 @@ async fn drive(
             tokio::select! {
                 event = session.events.recv() => match event {
                     Some(event) if session.wants(&event) => {
-                        if tx.send(Out::Event(event)).await.is_err() {
+                        if !tx.send(Out::Event(event)).await {
                             return;
                         }
                     }
                     Some(_) => {}
                     None => return,
                 },
-                () = tx.closed() => return,
+                () = tx.tx.closed() => return,
             }
         }
     };
@@ -117,7 +149,7 @@ async fn drive(
         () = work => {}
         () = stopped => {}
     }
-    drop(draining);
+    drop((draining, place));
 }
 
 async fn overflowed(overflow: &mut watch::Receiver<bool>) {

@@ -1,10 +1,11 @@
 //! The WebSocket transport: one task per socket, reading the client's messages,
 //! forwarding its live events, pinging, and closing with a code that says why.
 //!
-//! Every send races the stop signals, so a client that stops reading is closed
-//! (1013) as soon as its queue in the hub overflows, rather than holding the
-//! task on a full socket.
+//! Every send races the stop signals and has a deadline (`WS_WRITE_TIMEOUT_SECS`),
+//! so a client that stops reading is closed (1013) as soon as its queue in the
+//! hub overflows or a write stalls, rather than holding the task on a full socket.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, Sleep};
 
 use super::hub::HubEvent;
+use super::limits::Ticket;
 use super::session::{ClientMessage, Out, Request, Session};
 use super::{Draining, EventsSettings, OpenGauge};
 use crate::auth::Principal;
@@ -24,6 +26,8 @@ use crate::error::ApiError;
 
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// The same for a client closed for reading too slowly, which is likely not to read it.
+const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long the server then waits for the client's close frame.
 const CLOSE_REPLY: Duration = Duration::from_secs(1);
 
@@ -39,6 +43,7 @@ const MISSED_PONGS: Stop = Stop { code: 1001, reason: "missed pongs" };
 const TOKEN_EXPIRED: Stop = Stop { code: 1008, reason: "token expired" };
 const TOO_BIG: Stop = Stop { code: 1009, reason: "message over 64 KiB" };
 const TOO_SLOW: Stop = Stop { code: 1013, reason: "too slow: reconnect with since" };
+const WRITE_STALLED: Stop = Stop { code: 1013, reason: "write timed out: reconnect with since" };
 const TOO_CHATTY: Stop = Stop { code: 1008, reason: "too many messages" };
 
 /// Inbound messages a client may send: a burst of [`MESSAGE_BURST`], then
@@ -50,6 +55,8 @@ const GONE: Stop = Stop { code: 0, reason: "" };
 
 /// Most events written to a socket with one flush.
 const EVENTS_PER_WRITE: usize = 64;
+/// Client messages kept while a replay runs, answered once it is done.
+const DEFERRED_MAX: usize = 16;
 
 /// What ends a connection from the outside.
 struct Signals {
@@ -84,12 +91,16 @@ impl Signals {
 struct Connection {
     socket: WebSocket,
     signals: Signals,
+    write_timeout: Duration,
+    /// Messages the client sent during a replay, in order.
+    deferred: VecDeque<Utf8Bytes>,
 }
 
 impl Connection {
     async fn send(&mut self, message: Message) -> Result<(), Stop> {
+        let write = tokio::time::timeout(self.write_timeout, self.socket.send(message));
         tokio::select! {
-            sent = self.socket.send(message) => sent.map_err(|_| GONE),
+            sent = write => sent.map_err(|_| WRITE_STALLED)?.map_err(|_| GONE),
             stop = self.signals.stopped() => Err(stop),
         }
     }
@@ -116,7 +127,7 @@ impl Connection {
         if batch.is_empty() {
             return Ok(());
         }
-        let Self { socket, signals } = self;
+        let Self { socket, signals, write_timeout, .. } = self;
         let write = async move {
             for message in batch {
                 socket.feed(message).await?;
@@ -124,29 +135,34 @@ impl Connection {
             socket.flush().await
         };
         tokio::select! {
-            sent = write => sent.map_err(|_| GONE),
+            sent = tokio::time::timeout(*write_timeout, write) => sent.map_err(|_| WRITE_STALLED)?.map_err(|_| GONE),
             stop = signals.stopped() => Err(stop),
         }
     }
 
-    /// Subscribes, then sends what is owed: acknowledgement, snapshots, gap, history.
+    /// Subscribes, then sends what is owed: acknowledgement, gap, snapshots or history.
     async fn subscribe(&mut self, session: &mut Session, request: &Request) -> Result<(), Stop> {
         let started = tokio::select! {
             started = session.subscribe(request) => started,
             stop = self.signals.stopped() => return Err(stop),
         };
-        let (first, replay) = match started {
+        let (first, pending) = match started {
             Ok(started) => started,
             Err(err) => return self.send_out(&error_message(&err)).await,
         };
         for out in &first {
             self.send_out(out).await?;
         }
-        let Some(mut replay) = replay else { return Ok(()) };
+        let Some(mut pending) = pending else { return Ok(()) };
         loop {
             let page = tokio::select! {
-                page = session.replay_page(&mut replay) => page,
+                page = session.next_page(&mut pending) => page,
                 stop = self.signals.stopped() => return Err(stop),
+                // A client that leaves ends its replay; what it says meanwhile waits.
+                inbound = self.socket.recv() => {
+                    self.defer(inbound)?;
+                    continue;
+                }
             };
             match page {
                 Ok(Some(page)) => {
@@ -160,13 +176,28 @@ impl Connection {
         }
     }
 
+    /// Keeps a message that came during a replay; ends the connection if the client left.
+    fn defer(&mut self, inbound: Option<Result<Message, axum::Error>>) -> Result<(), Stop> {
+        match inbound {
+            None | Some(Ok(Message::Close(_))) => Err(GONE),
+            Some(Err(err)) => Err(if is_too_big(&err) { TOO_BIG } else { GONE }),
+            Some(Ok(Message::Text(text))) if self.deferred.len() < DEFERRED_MAX => {
+                self.deferred.push_back(text);
+                Ok(())
+            }
+            Some(Ok(Message::Text(_) | Message::Binary(_))) => Err(TOO_CHATTY),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+        }
+    }
+
     /// Sends the close frame (bounded by [`CLOSE_GRACE`]) and lets the client answer.
     async fn close(mut self, stop: Stop) {
         if stop.code == 0 {
             return;
         }
+        let grace = if stop.code == 1013 { SLOW_CLOSE_GRACE } else { CLOSE_GRACE };
         let frame = CloseFrame { code: stop.code, reason: Utf8Bytes::from_static(stop.reason) };
-        if tokio::time::timeout(CLOSE_GRACE, self.socket.send(Message::Close(Some(frame)))).await.is_err() {
+        if tokio::time::timeout(grace, self.socket.send(Message::Close(Some(frame)))).await.is_err() {
             return;
         }
         // Wait briefly for the client's close, so it reads ours before the TCP close.
@@ -193,6 +224,7 @@ pub(super) async fn run(
     caller: Principal,
     settings: EventsSettings,
     draining: Option<Draining>,
+    place: Ticket,
 ) {
     let _gauge = OpenGauge::new("ws");
     let expires = std::time::UNIX_EPOCH + Duration::from_secs(caller.expires_at);
@@ -202,13 +234,13 @@ pub(super) async fn run(
         expiry: Box::pin(tokio::time::sleep(left)),
         overflow: session.overflow.clone(),
     };
-    let mut conn = Connection { socket, signals };
+    let mut conn = Connection { socket, signals, write_timeout: settings.write_timeout, deferred: VecDeque::new() };
     tracing::debug!(tenant = %caller.tenant, subject = %caller.subject, "event socket opened");
     let stop = serve(&mut conn, &mut session, &initial, settings.ping).await;
     tracing::debug!(tenant = %caller.tenant, code = stop.code, reason = stop.reason, "event socket closing");
     drop(session);
     conn.close(stop).await;
-    drop(draining);
+    drop((draining, place));
 }
 
 async fn serve(conn: &mut Connection, session: &mut Session, initial: &Request, ping: Duration) -> Stop {
@@ -220,6 +252,16 @@ async fn serve(conn: &mut Connection, session: &mut Session, initial: &Request, 
     let mut unanswered = 0u32;
     let inbound_limit = RateLimiter::direct(Quota::per_second(MESSAGES_PER_SEC).allow_burst(MESSAGE_BURST));
     loop {
+        if let Some(text) = conn.deferred.pop_front() {
+            let step = match inbound_limit.check() {
+                Ok(()) => handle(conn, session, text.as_str()).await,
+                Err(_) => Err(TOO_CHATTY),
+            };
+            if let Err(stop) = step {
+                return stop;
+            }
+            continue;
+        }
         let step = tokio::select! {
             stop = conn.signals.stopped() => Err(stop),
             _ = ticker.tick() => {

@@ -219,16 +219,20 @@ pub struct ListQuery {
     limit: Option<String>,
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
+    /// `payload` to have each record carry its payload (left out by default).
+    #[param(value_type = Option<String>, example = "payload")]
+    include: Option<String>,
 }
 
-/// `GET /v1/jobs?status=&queue=&type=&limit=&cursor=` — newest first.
+/// `GET /v1/jobs?status=&queue=&type=&limit=&cursor=&include=` — newest first.
 #[utoipa::path(
     get,
     path = "/v1/jobs",
     tag = "jobs",
     summary = "List jobs, newest first",
     description = "Each request examines at most 2,000 index entries, so a narrow filter can return a short \
-        page that still has a `next_cursor`: keep paging until it is `null`.",
+        page that still has a `next_cursor`: keep paging until it is `null`. Records leave out their `payload` \
+        unless `include=payload`.",
     params(ListQuery),
     responses(
         (status = 200, description = "One page.", body = JobPage),
@@ -255,8 +259,9 @@ pub async fn list_jobs(
         let message = "not a cursor a listing returned (use next_cursor as it is)".into();
         return Err(ApiError::BadParameter { field: "cursor".into(), message });
     }
+    let payloads = super::include_param(query.include.as_deref())?;
     let filter = ListFilter { status, queue: query.queue, kind: query.kind };
-    Ok(Json(state.store()?.list(tenant, &filter, limit, query.cursor.as_deref()).await?))
+    Ok(Json(state.store()?.list(tenant, &filter, limit, query.cursor.as_deref(), payloads).await?))
 }
 
 /// `POST /v1/jobs/{id}/cancel` — cancels a waiting job (200), or flags a running
@@ -391,7 +396,7 @@ fn new_record(job: NewJob, created_ms: i64) -> JobRecord {
         status: if scheduled { JobStatus::Scheduled } else { JobStatus::Queued },
         attempts: 0,
         max_attempts: job.max_attempts,
-        payload: serde_json::from_str(&job.payload).unwrap_or_default(),
+        payload: Some(serde_json::from_str(&job.payload).unwrap_or_default()),
         created_at: from_millis(created_ms),
         scheduled_at: Some(from_millis(due_ms)),
         started_at: None,

@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{HeaderName, Method, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use shared::store::Payloads;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -103,6 +104,18 @@ pub(crate) fn limit_param(raw: Option<&str>, default: usize, max: usize) -> Resu
             field: "limit".into(),
             message: format!("a number from 1 to {max}"),
         }),
+    }
+}
+
+/// Reads an `include` query parameter: `payload` (the only thing that can be
+/// included) or nothing.
+pub(crate) fn include_param(raw: Option<&str>) -> Result<Payloads, ApiError> {
+    match raw {
+        None | Some("") => Ok(Payloads::Omit),
+        Some("payload") => Ok(Payloads::Include),
+        Some(_) => {
+            Err(ApiError::BadParameter { field: "include".into(), message: "only `payload` can be included".into() })
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use redis::AsyncCommands;
 
-use super::{JobPage, JobStore, ListFilter};
+use super::{JobPage, JobStore, ListFilter, Payloads};
 use crate::error::StoreResult;
 
 /// Most index entries a listing examines per request, so a filter that matches
@@ -17,6 +17,7 @@ impl JobStore {
         filter: &ListFilter,
         limit: usize,
         cursor: Option<&str>,
+        payloads: Payloads,
     ) -> StoreResult<JobPage> {
         let index = self.keys.tenant_jobs(tenant);
         let mut conn = self.conn.clone();
@@ -44,7 +45,7 @@ impl JobStore {
                 return Ok(JobPage { jobs, next_cursor: None });
             }
             let ids: Vec<String> = fresh.iter().map(|(id, _)| id.clone()).collect();
-            let records = self.records(&ids).await?;
+            let records = self.records(&ids, payloads).await?;
             let mut gone = Vec::new();
             for ((id, score), found) in fresh.iter().zip(records) {
                 examined += 1;

@@ -100,10 +100,10 @@ impl JobStore {
         self.conn.clone()
     }
 
-    /// A job of `tenant` with its history; `None` if unknown, expired or another tenant's.
+    /// A job of `tenant` with its history and payload; `None` if unknown, expired or another tenant's.
     pub async fn get(&self, tenant: &str, id: &str) -> StoreResult<Option<(JobRecord, History)>> {
         Ok(self
-            .records(std::slice::from_ref(&id.to_owned()))
+            .records(std::slice::from_ref(&id.to_owned()), Payloads::Include)
             .await?
             .pop()
             .flatten()
@@ -111,29 +111,34 @@ impl JobStore {
     }
 
     /// Reads records with their histories in one round trip; `None` for those gone.
-    async fn records(&self, ids: &[String]) -> StoreResult<Vec<Option<(JobRecord, History)>>> {
+    pub(crate) async fn records(
+        &self,
+        ids: &[String],
+        payloads: Payloads,
+    ) -> StoreResult<Vec<Option<(JobRecord, History)>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let reply: Vec<Option<String>> = scripts::READ
+        let reply = self.read(ids, payloads, false).await?;
+        Ok(ids.iter().zip(reply.chunks(3)).map(|(id, columns)| record_of(id, columns)).collect())
+    }
+
+    /// The READ script: three columns per id, then (with `position`) the
+    /// stream's last entry id and body.
+    async fn read(&self, ids: &[String], payloads: Payloads, position: bool) -> StoreResult<Vec<Option<String>>> {
+        let mode = match payloads {
+            Payloads::Include => "full",
+            Payloads::Omit => "lean",
+        };
+        let stream = if position { self.keys.events() } else { String::new() };
+        Ok(scripts::READ
             .key(self.keys.spec())
             .arg(self.keys.tag())
+            .arg(mode)
+            .arg(stream)
             .arg(ids)
             .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(ids
-            .iter()
-            .zip(reply.chunks(3))
-            .map(|(id, columns)| {
-                let (spec, state) = (columns.first()?.as_deref()?, columns.get(1)?.as_deref()?);
-                let result = columns.get(2).and_then(|r| r.as_deref());
-                let found = JobRecord::from_columns(id, spec, state, result);
-                if found.is_none() {
-                    tracing::error!(job.id = %id, "damaged job record");
-                }
-                found
-            })
-            .collect())
+            .await?)
     }
 
     /// Cancels a waiting job or flags a running one.
@@ -325,4 +330,15 @@ fn wait_at(reply: &[String]) -> u64 {
 
 fn status_at(reply: &[String]) -> StoreResult<JobStatus> {
     reply.get(1).and_then(|s| s.parse().ok()).ok_or_else(|| StoreError::Corrupt("script reply lacks a status".into()))
+}
+
+/// A record from READ's three columns; `None` when gone (or damaged, which is logged).
+fn record_of(id: &str, columns: &[Option<String>]) -> Option<(JobRecord, History)> {
+    let (spec, state) = (columns.first()?.as_deref()?, columns.get(1)?.as_deref()?);
+    let result = columns.get(2).and_then(|r| r.as_deref());
+    let found = JobRecord::from_columns(id, spec, state, result);
+    if found.is_none() {
+        tracing::error!(job.id = %id, "damaged job record");
+    }
+    found
 }

@@ -5,7 +5,7 @@ use crate::error::StoreResult;
 use crate::events::{EventId, JobEvent, parse_entry};
 use crate::model::JobRecord;
 
-use super::JobStore;
+use super::{JobStore, Payloads, record_of};
 
 /// Records read together with the stream's position at that instant.
 pub struct Snapshot {
@@ -16,39 +16,21 @@ pub struct Snapshot {
 }
 
 impl JobStore {
-    /// Reads `ids` and the stream's last entry in one MULTI/EXEC, so every event
-    /// after `as_of` is a change the records do not show yet, and every event up
-    /// to it is one they do.
-    pub async fn snapshot(&self, tenant: &str, ids: &[String]) -> StoreResult<Snapshot> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HMGET")
-            .arg(self.keys.spec())
-            .arg(ids)
-            .cmd("HMGET")
-            .arg(self.keys.state())
-            .arg(ids)
-            .cmd("HMGET")
-            .arg(self.keys.result())
-            .arg(ids)
-            .cmd("XREVRANGE")
-            .arg(self.keys.events())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1);
-        type Reply = (Vec<Option<String>>, Vec<Option<String>>, Vec<Option<String>>, Vec<(String, Vec<String>)>);
-        let (specs, states, results, last): Reply = pipe.query_async(&mut self.conn.clone()).await?;
-        let as_of = last.first().map_or(EventId::ZERO, |(entry, fields)| last_event_of(entry, fields));
+    /// Reads `ids` and the stream's last entry in the same instant (one script
+    /// call), so every event after `as_of` is a change the records do not show
+    /// yet, and every event up to it is one they do.
+    pub async fn snapshot(&self, tenant: &str, ids: &[String], payloads: Payloads) -> StoreResult<Snapshot> {
+        let mut reply = self.read(ids, payloads, true).await?;
+        let body = reply.pop().flatten();
+        let entry = reply.pop().flatten();
+        let as_of = entry.map_or(EventId::ZERO, |entry| {
+            let fields = ["e".to_owned(), body.unwrap_or_default()];
+            last_event_of(&entry, &fields)
+        });
         let records = ids
             .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let spec = specs.get(i)?.as_deref()?;
-                let state = states.get(i)?.as_deref()?;
-                let result = results.get(i).and_then(|r| r.as_deref());
-                JobRecord::from_columns(id, spec, state, result).map(|(r, _)| r).filter(|r| r.tenant == tenant)
-            })
+            .zip(reply.chunks(3))
+            .map(|(id, columns)| record_of(id, columns).map(|(r, _)| r).filter(|r| r.tenant == tenant))
             .collect();
         Ok(Snapshot { as_of, records })
     }

@@ -172,6 +172,15 @@ pub enum RetryFailedOutcome {
     RateLimited { retry_after_ms: u64 },
 }
 
+/// Whether records read for a listing or a snapshot carry their payloads: a
+/// payload can be 64 KiB, so pages of records carry them only when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Payloads {
+    #[default]
+    Omit,
+    Include,
+}
+
 /// Filters for listing jobs.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {

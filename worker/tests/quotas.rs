@@ -153,3 +153,33 @@ async fn a_job_with_retention_secs_0_leaves_no_record_once_it_succeeds() {
     assert_eq!((status, error["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("retention_secs")));
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_rate_limit_charges_large_jobs_by_their_bytes() {
+    // A bucket of 1,000 tokens that refills 10 a second: without a charge for
+    // bytes, 1,000 jobs of 60 KiB (60 MB) would go in at once.
+    let system = System::start_with(|config| {
+        config.rate_limit.rate_limit_per_sec = 10;
+        config.rate_limit.rate_limit_burst = 1_000;
+    })
+    .await;
+    let mut accepted = 0;
+    for _ in 0..1_000 {
+        let (status, body, headers) = system.post("/v1/jobs", &mail(60 * 1024), &[]).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["code"], "rate_limited", "{body}");
+            assert!(headers.contains_key("retry-after"));
+            break;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        accepted += 1;
+    }
+    // Each costs a token per 4 KiB of what is stored (16): about 1,000 / 16, plus
+    // what refilled meanwhile.
+    assert!((55..=80).contains(&accepted), "{accepted} jobs of 60 KiB went in");
+    // Small jobs still cost one token each.
+    let small = client_for(&token("globex", "jobs:write", Duration::from_secs(3600)));
+    let batch = json!({"jobs": vec![json!({"type": "noop"}); 1_000]});
+    let response = small.post(system.url("/v1/jobs/batch")).json(&batch).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "a batch of 1,000 small jobs fits a bucket of 1,000");
+}

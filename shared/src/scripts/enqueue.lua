@@ -8,7 +8,8 @@
 -- ARGV[1]  tag `{prefix}`   ARGV[2] events maxlen
 -- ARGV[3]  idempotency key name ('' = none)   ARGV[4] request fingerprint
 -- ARGV[5]  idempotency ttl, seconds   ARGV[6] the ids, comma-separated (kept with the key)
--- ARGV[7]  tenant   ARGV[8] job count n   ARGV[9] rate limit, jobs/s (0 = none)   ARGV[10] burst
+-- ARGV[7]  tenant   ARGV[8] job count n   ARGV[9] rate limit, tokens/s (0 = none)   ARGV[10] burst
+--   (a job costs a token, or one per 4 KiB of its spec if more)
 -- ARGV[11] the most queues the tenant may have jobs in (0 = no cap)
 -- ARGV[12] the most live (unfinished) jobs it may have   ARGV[13] the most bytes of
 --   stored jobs (specs: payloads with their settings) it may have (0 = no cap)
@@ -81,11 +82,14 @@ if recipients > 0 and max_recipients > 0 then
   end
 end
 
--- The tenant's token bucket: a job each.
+-- The tenant's token bucket: a job each, or a token per 4 KiB stored if that
+-- is more, so large jobs cannot bring in bytes at the rate of small ones
+-- (capped at the burst, which any request must fit in).
 local rate, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
+local cost = math.min(math.max(n, math.ceil(bytes / 4096)), math.max(burst, n))
 local held = tokens(tag, tenant, rate, burst, now)
-if held < n then return {'limited', wait_for(n, held, rate)} end
-spend(tag, tenant, n, held, rate, burst, now)
+if held < cost then return {'limited', wait_for(cost, held, rate)} end
+spend(tag, tenant, cost, held, rate, burst, now)
 
 local w = writer(tag, now)
 local stamp = w.now

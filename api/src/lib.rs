@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod openapi;
+pub mod refusals;
 pub mod routes;
 pub mod storage;
 pub mod submit;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// What each tenant may submit: its rate and its queues.
     pub limits: TenantLimits,
+    /// Tenants the rate limit just refused (see `refusals.rs`).
+    pub refusals: Arc<refusals::Refusals>,
     /// Live events: the connection manager, started once the store is set up.
     pub events: events::Hub,
     pub events_settings: Arc<events::EventsSettings>,
@@ -98,6 +101,7 @@ pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
             max_bytes: config.isolation.tenant_max_bytes,
             email_recipients_per_day: config.isolation.email_daily_recipients,
         },
+        refusals: Arc::default(),
         storage: storage::Storage::new(config.isolation.storage_high_water_percent),
         events: events::Hub::new(config.events.ws_buffer as usize),
         events_settings: Arc::new(events::EventsSettings::from_config(&config.events)),

@@ -182,3 +182,39 @@ async fn retries_and_cancels_are_charged_to_the_rate_limit_and_retry_failed_is_b
     let (status, error, _) = system.post("/v1/queues/no%20such/retry-failed", &json!({}), &[]).await;
     assert_eq!((status, error["field"].as_str()), (StatusCode::BAD_REQUEST, Some("queue")), "{error}");
 }
+
+#[tokio::test]
+async fn a_tenant_flooding_past_its_rate_limit_is_refused_before_its_batches_are_parsed() {
+    let system = System::start_with(|config| {
+        config.rate_limit.rate_limit_per_sec = 10;
+        config.rate_limit.rate_limit_burst = 1_000;
+    })
+    .await;
+    let batch = json!({"jobs": vec![json!({"type": "noop"}); 1_000]});
+    let (status, body, _) = system.post("/v1/jobs/batch", &batch, &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body, _) = system.post("/v1/jobs/batch", &batch, &[]).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
+    // As large a body again is refused at once: this one is not even JSON, which
+    // parsing would have answered with 400.
+    let garbage = "x".repeat(batch.to_string().len());
+    let response = system
+        .http
+        .post(system.url("/v1/jobs/batch"))
+        .header("content-type", "application/json")
+        .body(garbage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    // A request the bucket may have room for still goes to it, and other tenants are untouched.
+    eventually(Duration::from_secs(5), "one small job once a token is back", || async {
+        let (status, _, _) = system.post("/v1/jobs", &json!({"type": "noop"}), &[]).await;
+        (status == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    let other = client_for(&token("globex", "jobs:write", Duration::from_secs(3600)));
+    let response = other.post(system.url("/v1/jobs/batch")).json(&batch).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}

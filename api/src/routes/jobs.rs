@@ -57,6 +57,7 @@ pub async fn create_job(
     caller.require(Scope::JobsWrite)?;
     let tenant = &caller.tenant;
     let body = json_body(&headers, body, state.max_body_bytes)?;
+    state.refusals.check(tenant, body.len())?;
     let request: JobRequest = submit::parse(&body)?;
     let job = submit::validate(&state.rules, submitter(&caller), request, "")?;
     state.storage.admit()?;
@@ -73,7 +74,10 @@ pub async fn create_job(
             Ok(accepted(&record, true))
         }
         EnqueueOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
-        EnqueueOutcome::RateLimited { retry_after_ms } => Err(ApiError::rate_limited(retry_after_ms)),
+        EnqueueOutcome::RateLimited { retry_after_ms } => {
+            state.refusals.remember(tenant, body.len(), retry_after_ms);
+            Err(ApiError::rate_limited(retry_after_ms))
+        }
         EnqueueOutcome::TooManyQueues { cap } => Err(ApiError::TooManyQueues(cap)),
         EnqueueOutcome::QuotaExceeded { quota, used, cap } => Err(ApiError::quota(quota, used, cap)),
     }
@@ -117,6 +121,7 @@ pub async fn create_batch(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let body = json_body(&headers, body, state.max_body_bytes)?;
+    state.refusals.check(&caller.tenant, body.len())?;
     let request: BatchRequest = submit::parse(&body)?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid("jobs", format!("send between 1 and {MAX_BATCH} jobs")));
@@ -137,7 +142,10 @@ pub async fn create_batch(
         }
         EnqueueOutcome::Replayed { ids } => (ids, true),
         EnqueueOutcome::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        EnqueueOutcome::RateLimited { retry_after_ms } => return Err(ApiError::rate_limited(retry_after_ms)),
+        EnqueueOutcome::RateLimited { retry_after_ms } => {
+            state.refusals.remember(&caller.tenant, body.len(), retry_after_ms);
+            return Err(ApiError::rate_limited(retry_after_ms));
+        }
         EnqueueOutcome::TooManyQueues { cap } => return Err(ApiError::TooManyQueues(cap)),
         EnqueueOutcome::QuotaExceeded { quota, used, cap } => return Err(ApiError::quota(quota, used, cap)),
     };

@@ -73,18 +73,63 @@ impl AppState {
 /// How long a Redis command may take before the request fails with 503.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The `api` command line (`args` as `std::env::args_os()` gives them): parses
+/// the configuration, then serves until SIGTERM/SIGINT, or runs a subcommand.
+/// `register` adds a deployment's own job types to the shipped ones, so its own
+/// binary is `api::main_with(std::env::args_os(), |r| r.register::<MyJob>())`.
+pub async fn main_with<I, T>(args: I, register: impl FnOnce(Registry) -> Registry) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use anyhow::Context as _;
+    use clap::Parser as _;
+
+    let cli = config::Cli::parse_from(args);
+    shared::telemetry::init(cli.config.log.log_format);
+    match &cli.command {
+        Some(config::Command::Migrate) => return migrate(&cli.config).await,
+        Some(config::Command::Token(args)) => {
+            let request = auth::TokenRequest {
+                tenant: &args.tenant,
+                subject: &args.subject,
+                scope: &args.scope,
+                ttl: args.ttl,
+                private_key_file: args.private_key_file.as_ref(),
+            };
+            println!("{}", auth::mint(&cli.config.auth, &request)?);
+            return Ok(());
+        }
+        None => {}
+    }
+    let registry = register(Registry::standard(cli.config.demo.enabled(cli.config.dev)));
+    let router = build_with(&cli.config, registry).await?;
+    let listener = tokio::net::TcpListener::bind(cli.config.bind_addr)
+        .await
+        .with_context(|| format!("cannot listen on BIND_ADDR={}", cli.config.bind_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "api listening on http://{}", listener.local_addr()?);
+    serve(listener, router, shared::shutdown::signal()).await?;
+    Ok(())
+}
+
 /// Connects to Redis, applies pending migrations, and returns the router.
 ///
 /// When Redis answers, a schema problem fails here, at start-up. When it does
 /// not, the router is returned anyway: it answers 503 (and /readyz says why)
 /// while a background task keeps connecting and then sets up the store.
 pub async fn build(config: &ApiConfig) -> anyhow::Result<Router> {
+    build_with(config, Registry::standard(config.demo.enabled(config.dev))).await
+}
+
+/// [`build`], for the job types of `registry` (the same the workers run): each
+/// submission is checked against its type's payload.
+pub async fn build_with(config: &ApiConfig, registry: Registry) -> anyhow::Result<Router> {
     routes::metrics::recorder();
     let state = AppState {
         store: Arc::default(),
         problem: Arc::new(Mutex::new("connecting to redis".into())),
         rules: Arc::new(submit::Rules {
-            registry: Registry::standard(config.demo.enabled(config.dev)),
+            registry,
             queues_allowed: config.isolation.queues_allowed.clone(),
             max_payload_bytes: config.isolation.max_payload_bytes as usize,
             email_allowed_domains: config.isolation.email_allowed_domains.clone(),

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use apalis::prelude::*;
 use secrecy::ExposeSecret;
 use shared::backend::{BackendHandle, BackendSettings, RedisBackend, RunningCaps};
-use shared::jobs::{Mailer, MailerConfig, Registry, Services};
+use shared::jobs::{EmailSend, JobType, Mailer, MailerConfig, Registry, Services};
 use shared::keys::Keys;
 use shared::store::{WorkerInfo, connect_with_retry};
 use tokio::sync::watch;
@@ -47,8 +47,66 @@ pub fn worker_id() -> String {
     format!("{host}-{}-{}", std::process::id(), &random[random.len() - 8..])
 }
 
-/// Works until `shutdown` resolves, then drains and returns.
+/// The `worker` command line (`args` as `std::env::args_os()` gives them):
+/// parses the configuration, then works until SIGTERM/SIGINT, or runs a
+/// subcommand. `register` adds a deployment's own job types to the shipped
+/// ones, and `services` holds what their handlers read ([`run_with`]). A first
+/// signal drains; a second exits at once (code 130; leases then expire and other
+/// workers take the jobs back).
+pub async fn main_with<I, T>(
+    args: I,
+    register: impl FnOnce(Registry) -> Registry,
+    services: Services,
+) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser as _;
+
+    let cli = config::Cli::parse_from(args);
+    shared::telemetry::init(cli.config.log.log_format);
+    match cli.command {
+        Some(config::Command::Migrate) => migrate(&cli.config).await,
+        Some(config::Command::Dev) => dev::run(cli.config).await,
+        None => {
+            let (first, drain) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                shared::shutdown::signal().await;
+                let _ = first.send(());
+                shared::shutdown::signal().await;
+                tracing::warn!("second shutdown signal: exiting without draining");
+                std::process::exit(130);
+            });
+            let registry = register(Registry::standard(cli.config.demo.enabled(cli.config.dev)));
+            run_with(cli.config, registry, services, async move {
+                let _ = drain.await;
+            })
+            .await
+        }
+    }
+}
+
+/// Works on the shipped job types until `shutdown` resolves, then drains and returns.
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let registry = Registry::standard(config.demo.enabled(config.dev));
+    run_with(config, registry, Services::new(), shutdown).await
+}
+
+/// Works on the job types of `registry`, whose handlers read `services`, until
+/// `shutdown` resolves, then drains and returns. The shipped `email.send` gets
+/// its mailer from `SMTP_URL` unless `services` has one. A type that needs a
+/// service `services` lacks stops the worker here, before it claims anything.
+pub async fn run_with(
+    config: WorkerConfig,
+    registry: Registry,
+    mut services: Services,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if registry.names().contains(&EmailSend::NAME) && services.get::<Mailer>().is_none() {
+        services.insert(mailer(&config)?);
+    }
+    registry.check(&services)?;
     if config.metrics_addr.is_some() {
         shared::telemetry::install_metrics(config.metrics_addr);
     }
@@ -64,7 +122,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()> + Send
     let blocking = connect_with_retry(url, Some(Duration::from_secs(5))).await?;
 
     let settings = backend_settings(&config);
-    let app = build_app(&config)?;
+    let app = Arc::new(App { registry, services: Arc::new(services), lost_lease_grace: config.lease() });
     let worker = &settings.worker;
     tracing::info!(worker.id = %worker.id, queues = ?worker.queues, concurrency = config.concurrency, "worker starting");
 
@@ -141,16 +199,11 @@ fn backend_settings(config: &WorkerConfig) -> BackendSettings {
     }
 }
 
-fn build_app(config: &WorkerConfig) -> anyhow::Result<Arc<App>> {
-    let mailer = Mailer::new(&MailerConfig {
+fn mailer(config: &WorkerConfig) -> anyhow::Result<Mailer> {
+    Mailer::new(&MailerConfig {
         smtp_url: config.smtp_url.expose_secret().to_owned(),
         from: config.mail_from.clone(),
         timeout: Duration::from_secs(30),
     })
-    .context("SMTP_URL is not a valid SMTP URL")?;
-    Ok(Arc::new(App {
-        registry: Registry::standard(config.demo.enabled(config.dev)),
-        services: Arc::new(Services { mailer: Some(mailer) }),
-        lost_lease_grace: config.lease(),
-    }))
+    .context("SMTP_URL is not a valid SMTP URL")
 }

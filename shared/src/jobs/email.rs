@@ -16,7 +16,7 @@ use lettre::transport::smtp::Error as SmtpError;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Deserializer};
 
-use super::{JobContext, JobDefaults, JobError, JobType};
+use super::{JobContext, JobDefaults, JobError, JobType, Needs};
 use crate::backoff::Backoff;
 
 /// Most recipients one job may address.
@@ -168,12 +168,12 @@ impl JobType for EmailSend {
         }
     }
 
+    fn needs(needs: &mut Needs) {
+        needs.service::<Mailer>();
+    }
+
     async fn run(self, ctx: JobContext) -> Result<serde_json::Value, JobError> {
-        let mailer = ctx
-            .services
-            .mailer
-            .as_ref()
-            .ok_or_else(|| JobError::Retryable("this worker has no SMTP configured".into()))?;
+        let mailer = ctx.get::<Mailer>()?;
         let mut builder = Message::builder()
             .from(mailer.from.clone())
             .subject(self.subject)

@@ -1,14 +1,19 @@
 //! Job types: what a job of each type carries, how it is validated, and what a
 //! worker does with it.
 //!
-//! Adding a type is one file: a payload struct deriving `Deserialize` and
-//! `garde::Validate`, and an `impl JobType` naming it and giving its handler;
-//! then one `.register::<T>()` line in [`Registry::standard`].
+//! A type is a payload struct deriving `Deserialize` and `garde::Validate`, and
+//! an `impl JobType` naming it and giving its handler; a [`Registry`] holds the
+//! types a deployment knows (the shipped ones, and any of its own). What
+//! handlers share (a mailer, a database pool, an HTTP client) is given to the
+//! worker as [`Services`] and read by type: `ctx.get::<PgPool>()?`. A type
+//! declares what it needs ([`JobType::needs`]), so a worker missing it stops at
+//! start-up, not at the first job.
 
 mod cancel;
 mod demo;
 mod email;
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -82,13 +87,80 @@ impl JobContext {
     pub async fn cancelled(&self) -> CancelReason {
         self.cancel.cancelled().await
     }
+
+    /// The service of type `T` the worker was given. A type that declares `T`
+    /// in [`JobType::needs`] always finds it (the worker checks at start-up);
+    /// otherwise a missing one fails the attempt for good, naming the type.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Result<&T, JobError> {
+        self.services
+            .get::<T>()
+            .ok_or_else(|| JobError::Permanent(format!("this worker was not given a `{}`", std::any::type_name::<T>())))
+    }
 }
 
-/// Clients that handlers share within a worker process.
-#[derive(Default)]
+/// Values that handlers share within a worker process (clients, pools, caches),
+/// one of each type, found by type.
+#[derive(Clone, Default)]
 pub struct Services {
-    pub mailer: Option<Mailer>,
+    by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
+
+impl Services {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `value`, replacing any earlier value of its type.
+    pub fn with<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.insert(value);
+        self
+    }
+
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.by_type.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.by_type.get(&TypeId::of::<T>()).and_then(|value| value.downcast_ref::<T>())
+    }
+
+    fn contains(&self, id: TypeId) -> bool {
+        self.by_type.contains_key(&id)
+    }
+}
+
+/// The services a job type needs, as [`JobType::needs`] declares them.
+#[derive(Debug, Default)]
+pub struct Needs {
+    types: Vec<(TypeId, &'static str)>,
+}
+
+impl Needs {
+    /// The handler reads a `T` with [`JobContext::get`].
+    pub fn service<T: Send + Sync + 'static>(&mut self) -> &mut Self {
+        self.types.push((TypeId::of::<T>(), std::any::type_name::<T>()));
+        self
+    }
+}
+
+/// A worker was not given a service one of its job types needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingServices {
+    /// (job type, service type) pairs.
+    pub missing: Vec<(&'static str, &'static str)>,
+}
+
+impl std::fmt::Display for MissingServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (kind, service)) in self.missing.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            write!(f, "{sep}job type `{kind}` needs a `{service}`, which this worker was not given")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for MissingServices {}
 
 /// A kind of job.
 pub trait JobType: DeserializeOwned + garde::Validate<Context = ()> + Send + 'static {
@@ -98,6 +170,10 @@ pub trait JobType: DeserializeOwned + garde::Validate<Context = ()> + Send + 'st
     fn defaults() -> JobDefaults {
         JobDefaults::default()
     }
+
+    /// The services the handler reads from its context; a worker that lacks one
+    /// refuses to start.
+    fn needs(_needs: &mut Needs) {}
 
     /// Does the work. `Ok` carries the result stored on the record.
     fn run(self, ctx: JobContext) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
@@ -113,6 +189,7 @@ pub struct PayloadError {
 
 trait ErasedJob: Send + Sync {
     fn defaults(&self) -> JobDefaults;
+    fn needs(&self) -> Needs;
     fn validate(&self, payload: &serde_json::Value) -> Result<(), PayloadError>;
     fn run(&self, payload: &str, ctx: JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>>;
 }
@@ -132,6 +209,12 @@ fn decode<T: DeserializeOwned>(payload: &serde_json::Value) -> Result<T, Payload
 impl<T: JobType> ErasedJob for Erased<T> {
     fn defaults(&self) -> JobDefaults {
         T::defaults()
+    }
+
+    fn needs(&self) -> Needs {
+        let mut needs = Needs::default();
+        T::needs(&mut needs);
+        needs
     }
 
     fn validate(&self, payload: &serde_json::Value) -> Result<(), PayloadError> {
@@ -173,6 +256,26 @@ impl Registry {
     pub fn register<T: JobType>(mut self) -> Self {
         self.types.insert(T::NAME, Arc::new(Erased::<T>(std::marker::PhantomData)));
         self
+    }
+
+    /// The names of the types it knows, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.types.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Checks that `services` holds everything the types need.
+    pub fn check(&self, services: &Services) -> Result<(), MissingServices> {
+        let mut missing = Vec::new();
+        for name in self.names() {
+            for (id, service) in self.types[name].needs().types {
+                if !services.contains(id) {
+                    missing.push((name, service));
+                }
+            }
+        }
+        if missing.is_empty() { Ok(()) } else { Err(MissingServices { missing }) }
     }
 
     pub fn defaults(&self, name: &str) -> Option<JobDefaults> {

@@ -7,6 +7,8 @@
 //! feature): the docs page loads nothing from another host.
 
 use axum::Router;
+use serde_json::json;
+use shared::jobs::Registry;
 use shared::model::{HistoryEntry, JobRecord, JobStatus};
 use shared::store::{JobPage, QueueStats, WorkerInfo};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -81,11 +83,46 @@ tenant; another tenant's job is 404 everywhere.
 )]
 pub struct ApiDoc;
 
-/// `GET /openapi.json` and Swagger UI under `/docs`.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// `GET /openapi.json` and Swagger UI under `/docs`, for the job types of `registry`.
+pub fn router<S: Clone + Send + Sync + 'static>(registry: &Registry) -> Router<S> {
     // `validator_url("none")`: Swagger UI would otherwise fetch a badge from swagger.io.
     let config = Config::new([SPEC_PATH]).validator_url("none");
-    SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, ApiDoc::openapi()).config(config).into()
+    SwaggerUi::new(DOCS_PATH).external_url_unchecked(SPEC_PATH, document(registry)).config(config).into()
+}
+
+/// The document: [`ApiDoc`], with the job requests typed by the registry. Each
+/// type's payload schema is `Payload.<type>`, its request `JobRequest.<type>`
+/// (the common fields, `type` fixed to its name, `payload` that schema), and
+/// `POST /v1/jobs` and each job of a batch take `TypedJobRequest`: one of them,
+/// told apart by `type`, so a client generated from the document gets typed payloads.
+pub fn document(registry: &Registry) -> serde_json::Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let schema = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+    let schemas = &mut document["components"]["schemas"];
+    let (mut variants, mut mapping) = (Vec::new(), serde_json::Map::new());
+    for (kind, payload) in registry.payload_schemas() {
+        let (payload_name, request_name) = (format!("Payload.{kind}"), format!("JobRequest.{kind}"));
+        schemas[&payload_name] = payload;
+        schemas[&request_name] = json!({
+            "description": format!("A `{kind}` job."),
+            "allOf": [schema("JobRequest"), {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"const": kind}, "payload": schema(&payload_name)},
+            }],
+        });
+        variants.push(schema(&request_name));
+        mapping.insert(kind.to_owned(), json!(format!("#/components/schemas/{request_name}")));
+    }
+    schemas["TypedJobRequest"] = json!({
+        "description": "A job of one of the types this deployment knows, told apart by `type`.",
+        "oneOf": variants,
+        "discriminator": {"propertyName": "type", "mapping": mapping},
+    });
+    schemas["BatchRequest"]["properties"]["jobs"]["items"] = schema("TypedJobRequest");
+    document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
+        schema("TypedJobRequest");
+    document
 }
 
 // Bodies the handlers build with `json!`, described here for the document

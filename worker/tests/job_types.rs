@@ -18,10 +18,11 @@ use support::System;
 struct Ledger(Arc<Mutex<Vec<(String, u32)>>>);
 
 /// `ledger.append` — writes an entry; fails its first attempt when `flaky`.
-#[derive(Debug, Deserialize, garde::Validate)]
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Append {
     #[garde(length(min = 1, max = 32))]
+    #[schema(min_length = 1, max_length = 32)]
     entry: String,
     #[serde(default)]
     #[garde(skip)]

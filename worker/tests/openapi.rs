@@ -112,7 +112,7 @@ async fn the_spec_is_openapi_3_1_and_lists_every_route_the_router_serves() {
     );
     assert_eq!(
         submit["requestBody"]["content"]["application/json"]["schema"]["$ref"],
-        "#/components/schemas/JobRequest"
+        "#/components/schemas/TypedJobRequest"
     );
     for path in ["/v1/jobs", "/v1/jobs/batch"] {
         let parameters = &spec["paths"][path]["post"]["parameters"];
@@ -240,5 +240,64 @@ async fn the_docs_page_and_every_asset_it_loads_are_served_by_the_api_itself() {
             assert!(body.contains("\"url\": \"/openapi.json\""), "the UI does not load our spec: {body}");
             assert!(body.contains("\"validatorUrl\": \"none\""), "the UI would call swagger.io's validator: {body}");
         }
+    }
+}
+
+#[tokio::test]
+async fn every_registered_types_payloads_are_published_and_the_schema_agrees_with_the_api() {
+    let system = System::start().await;
+    let spec = spec(&system).await;
+    let schemas = &spec["components"]["schemas"];
+    for kind in ["email.send", "noop", "sleep", "fail"] {
+        assert!(schemas[format!("Payload.{kind}")].is_object(), "no payload schema for {kind}");
+        assert_eq!(
+            schemas["TypedJobRequest"]["discriminator"]["mapping"][kind],
+            format!("#/components/schemas/JobRequest.{kind}")
+        );
+    }
+    let body = &spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/TypedJobRequest");
+    assert_eq!(schemas["BatchRequest"]["properties"]["jobs"]["items"]["$ref"], "#/components/schemas/TypedJobRequest");
+
+    // A JSON Schema validator over the published document, and the API itself,
+    // agree on samples of every type: the good ones pass both, the bad ones neither.
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": "#/components/schemas/TypedJobRequest",
+        "components": spec["components"],
+    });
+    let validator = jsonschema::validator_for(&root).expect("the published schemas compile");
+    let parked = |job: Value| {
+        let mut job = job;
+        job["delay_ms"] = json!(3_600_000);
+        job
+    };
+    let good = [
+        json!({"type": "email.send", "payload": {"to": "ada@example.org", "subject": "Hi", "text": "Hello"}}),
+        json!({"type": "email.send", "payload": {"to": ["a@example.org", "b@example.org"], "subject": "Hi",
+            "text": "Hello", "html": "<p>Hello</p>"}}),
+        json!({"type": "noop", "payload": {}}),
+        json!({"type": "sleep", "payload": {"ms": 60_000}}),
+        json!({"type": "fail", "payload": {"times": 2, "permanent": true}}),
+    ];
+    let bad = [
+        json!({"type": "sleep", "payload": {"ms": 60_001}}),
+        json!({"type": "sleep", "payload": {"ms": 10, "nap": true}}),
+        json!({"type": "fail", "payload": {"times": 1001}}),
+        json!({"type": "email.send", "payload": {"to": [], "subject": "Hi", "text": "Hello"}}),
+        json!({"type": "email.send", "payload": {"to": "ada@example.org", "subject": "", "text": "Hello"}}),
+        json!({"type": "email.send", "payload": {"to": "ada@example.org", "text": "Hello"}}),
+        json!({"type": "teleport", "payload": {}}),
+    ];
+    for job in good {
+        let errors: Vec<String> = validator.iter_errors(&job).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{job}: {errors:?}");
+        let (status, body, _) = system.post("/v1/jobs", &parked(job.clone()), &[]).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}: {body}");
+    }
+    for job in bad {
+        assert!(!validator.is_valid(&job), "the schema lets {job} through");
+        let (status, body, _) = system.post("/v1/jobs", &parked(job.clone()), &[]).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{job}: {body}");
     }
 }

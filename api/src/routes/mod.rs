@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::get_metrics))
-        .merge(crate::openapi::router())
+        .merge(crate::openapi::router(&state.rules.registry))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(limit))
         .layer(

@@ -35,12 +35,16 @@ impl PartnerApi {
 }
 
 /// `partner.reserve` — `{"sku": "BOLT-M8", "quantity": 40}`: reserves stock.
-#[derive(Debug, Deserialize, garde::Validate)]
+/// `garde` checks the payload; the `schema` bounds say the same in `/openapi.json`.
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reserve {
+    /// The partner's stock-keeping unit: A-Z, 0-9 and `-`.
     #[garde(length(min = 1, max = 32), custom(sku_characters))]
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Z0-9-]+$")]
     pub sku: String,
     #[garde(range(min = 1, max = 100))]
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: u32,
 }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{JobContext, JobError, JobType};
 
 /// `noop` — does nothing, successfully.
-#[derive(Debug, Deserialize, garde::Validate)]
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Noop {}
 
@@ -22,10 +22,12 @@ impl JobType for Noop {
 /// `sleep` — waits `ms` milliseconds (up to a minute), then succeeds. It stops
 /// early when its cancellation is requested. With `panic: true` it panics
 /// instead of succeeding, to exercise panic handling.
-#[derive(Debug, Deserialize, garde::Validate)]
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {
+    /// Milliseconds to wait.
     #[garde(range(max = 60_000))]
+    #[schema(maximum = 60_000)]
     pub ms: u64,
     #[serde(default)]
     #[garde(skip)]
@@ -50,10 +52,12 @@ impl JobType for Sleep {
 }
 
 /// `fail` — fails its first `times` attempts (permanently if `permanent`), then succeeds.
-#[derive(Debug, Deserialize, garde::Validate)]
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fail {
+    /// Attempts to fail before succeeding.
     #[garde(range(max = 1000))]
+    #[schema(maximum = 1000)]
     pub times: u32,
     #[serde(default)]
     #[garde(skip)]

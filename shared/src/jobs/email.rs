@@ -23,19 +23,40 @@ use crate::backoff::Backoff;
 const MAX_RECIPIENTS: usize = 50;
 
 /// `email.send` payload: `{"to": "a@x" | ["a@x", …], "subject", "text", "html"?}`.
-#[derive(Debug, Deserialize, garde::Validate)]
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailSend {
+    /// One address, or a list of 1–50 (they go in Bcc and do not see each other).
     #[serde(deserialize_with = "one_or_many")]
     #[garde(length(min = 1, max = MAX_RECIPIENTS), inner(custom(valid_address)))]
+    #[schema(schema_with = recipients_schema)]
     pub to: Vec<String>,
     #[garde(length(min = 1, max = 998))]
+    #[schema(min_length = 1, max_length = 998)]
     pub subject: String,
+    /// The plain-text body.
     #[garde(length(max = 1_000_000))]
+    #[schema(max_length = 1_000_000)]
     pub text: String,
+    /// An HTML body, sent with the text as `multipart/alternative`.
     #[serde(default)]
     #[garde(inner(length(max = 1_000_000)))]
+    #[schema(max_length = 1_000_000, nullable = false)]
     pub html: Option<String>,
+}
+
+/// `to`: an address, or 1–50 of them.
+fn recipients_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let address = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Email)))
+    };
+    OneOfBuilder::new()
+        .item(address())
+        .item(ArrayBuilder::new().items(address()).min_items(Some(1)).max_items(Some(MAX_RECIPIENTS)))
+        .into()
 }
 
 impl EmailSend {

@@ -162,8 +162,9 @@ impl std::fmt::Display for MissingServices {
 
 impl std::error::Error for MissingServices {}
 
-/// A kind of job.
-pub trait JobType: DeserializeOwned + garde::Validate<Context = ()> + Send + 'static {
+/// A kind of job. The payload's `ToSchema` is what `/openapi.json` publishes
+/// for the type; give it the bounds its `garde` rules check.
+pub trait JobType: DeserializeOwned + garde::Validate<Context = ()> + utoipa::ToSchema + Send + 'static {
     /// The `type` clients name in requests.
     const NAME: &'static str;
 
@@ -189,6 +190,7 @@ pub struct PayloadError {
 
 trait ErasedJob: Send + Sync {
     fn defaults(&self) -> JobDefaults;
+    fn payload_schema(&self) -> serde_json::Value;
     fn needs(&self) -> Needs;
     fn validate(&self, payload: &serde_json::Value) -> Result<(), PayloadError>;
     fn run(&self, payload: &str, ctx: JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>>;
@@ -209,6 +211,10 @@ fn decode<T: DeserializeOwned>(payload: &serde_json::Value) -> Result<T, Payload
 impl<T: JobType> ErasedJob for Erased<T> {
     fn defaults(&self) -> JobDefaults {
         T::defaults()
+    }
+
+    fn payload_schema(&self) -> serde_json::Value {
+        serde_json::to_value(<T as utoipa::PartialSchema>::schema()).unwrap_or_default()
     }
 
     fn needs(&self) -> Needs {
@@ -263,6 +269,11 @@ impl Registry {
         let mut names: Vec<&'static str> = self.types.keys().copied().collect();
         names.sort_unstable();
         names
+    }
+
+    /// Each type's payload schema (JSON Schema, as OpenAPI 3.1 has it), by name.
+    pub fn payload_schemas(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.names().into_iter().map(|name| (name, self.types[name].payload_schema())).collect()
     }
 
     /// Checks that `services` holds everything the types need.

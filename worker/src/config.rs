@@ -21,9 +21,6 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending Redis schema migrations, then exit.
     Migrate,
-    /// Run the whole system in this process for local use: the API (on BIND_ADDR)
-    /// and one worker; starts a local redis-server (AOF under ./data) if none answers.
-    Dev,
 }
 
 #[derive(Args, Debug, Clone)]

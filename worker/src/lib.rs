@@ -8,7 +8,6 @@
 //! within `SHUTDOWN_GRACE_SECS`, hand back whatever is still held, exit 0.
 
 pub mod config;
-pub mod dev;
 mod handler;
 
 use std::future::Future;
@@ -68,7 +67,6 @@ where
     shared::telemetry::init(cli.config.log.log_format);
     match cli.command {
         Some(config::Command::Migrate) => migrate(&cli.config).await,
-        Some(config::Command::Dev) => dev::run(cli.config).await,
         None => {
             let (first, drain) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {

@@ -281,9 +281,10 @@ impl SseReader {
     }
 }
 
-/// `worker dev` as a process (the API and a worker) on `system`'s Redis and prefix.
+/// `jobs dev` as a process (the API and a worker) on `system`'s Redis and prefix.
 pub fn dev_server(system: &super::System, env: &[(&str, &str)]) -> super::WorkerProcess {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    let binary = option_env!("CARGO_BIN_EXE_jobs").expect("`jobs dev` is there for the jobs package's tests");
+    let mut command = std::process::Command::new(binary);
     command
         .arg("dev")
         .env("REDIS_URL", system.redis.url())

@@ -134,6 +134,11 @@ impl Drop for WorkerProcess {
 
 /// The API's configuration in tests: tokens signed with [`TEST_SECRET`], no
 /// clock-skew leeway, no rate limit.
+/// The `worker` binary: there for the worker's tests, not for other packages'.
+pub fn worker_binary() -> &'static str {
+    option_env!("CARGO_BIN_EXE_worker").expect("the worker binary is built for the worker's tests")
+}
+
 pub fn api_config(redis_url: &str, prefix: &str) -> ApiConfig {
     let mut config = ApiConfig::defaults();
     config.redis.redis_url = redis_url.to_owned();
@@ -265,7 +270,7 @@ impl System {
 
     /// A real `worker` process whose log (stderr) goes to `log`.
     pub fn spawn_worker_process_logging_to(&self, env: &[(&str, &str)], log: impl Into<Stdio>) -> WorkerProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut command = Command::new(worker_binary());
         command
             .env("REDIS_URL", self.redis.url())
             .env("REDIS_PREFIX", &self.prefix)

@@ -2,9 +2,10 @@
 //! payloads only when asked, event connections and replays are capped per
 //! instance and per tenant, a replay reads at most `EVENTS_REPLAY_MAX` events,
 //! a write that stalls closes its connection, and clients that never read
-//! cannot slow down one that does. Real server processes (`worker dev`) where
+//! cannot slow down one that does. Real server processes (`jobs dev`) where
 //! a setting comes from the environment or the server's memory is measured.
 
+#[path = "../../worker/tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ fn writer() -> reqwest::Client {
     client_for(&token(TENANT, "jobs:write jobs:read", Duration::from_secs(3600)))
 }
 
-/// `worker dev` (the API and a worker in one process) with these settings.
+/// `jobs dev` (the API and a worker in one process) with these settings.
 async fn dev(system: &System, env: &[(&str, &str)]) -> (WorkerProcess, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let base = format!("http://127.0.0.1:{port}");

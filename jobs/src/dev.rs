@@ -1,4 +1,4 @@
-//! `worker dev`: the whole system in one process, for trying it out locally —
+//! `jobs dev`: the whole system in one process, for trying it out locally —
 //! the API on BIND_ADDR and one worker, sharing one shutdown signal. When no
 //! Redis answers at REDIS_URL and `redis-server` is installed, a local one is
 //! started with its append-only file under `./data`, and stopped on exit.
@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::config::WorkerConfig;
+use worker::config::WorkerConfig;
 
 pub async fn run(mut config: WorkerConfig) -> anyhow::Result<()> {
     config.dev = true;
@@ -55,7 +55,7 @@ pub async fn run(mut config: WorkerConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let (served, worked) =
-        tokio::join!(api::serve(listener, router, stopped(stop_rx.clone())), crate::run(config, stopped(stop_rx)),);
+        tokio::join!(api::serve(listener, router, stopped(stop_rx.clone())), worker::run(config, stopped(stop_rx)),);
     served?;
     worked
 }

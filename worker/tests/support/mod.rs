@@ -136,7 +136,10 @@ impl Drop for WorkerProcess {
 /// clock-skew leeway, no rate limit.
 /// The `worker` binary: there for the worker's tests, not for other packages'.
 pub fn worker_binary() -> &'static str {
-    option_env!("CARGO_BIN_EXE_worker").expect("the worker binary is built for the worker's tests")
+    match option_env!("CARGO_BIN_EXE_worker") {
+        Some(binary) => binary,
+        None => panic!("the worker binary is built for the worker's tests"),
+    }
 }
 
 pub fn api_config(redis_url: &str, prefix: &str) -> ApiConfig {

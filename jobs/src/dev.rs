@@ -3,7 +3,9 @@
 //! Redis answers at REDIS_URL and `redis-server` is installed, a local one is
 //! started with its append-only file under `./data`, and stopped on exit.
 //! Without JWT_SECRET, a random one is made for this run, and a ready-to-use
-//! token for tenant `dev` is printed.
+//! token for tenant `dev` is printed. Without SMTP_URL, mail goes to a built-in
+//! catcher (`mailcatcher.rs`), whose messages an operator token reads at
+//! `GET /dev/mail` (the dashboard's Mail panel).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -35,7 +37,14 @@ pub async fn run(mut config: WorkerConfig) -> anyhow::Result<()> {
         },
     )?;
     let _local_redis = ensure_redis(&config.redis.redis_url).await?;
-    let router = api::build(&api_config).await?;
+    let mut router = api::build(&api_config).await?;
+    if std::env::var_os("SMTP_URL").is_none() {
+        let (url, mailbox) = crate::mailcatcher::start().await.context("cannot start the mail catcher")?;
+        config.smtp_url = url.clone().into();
+        let auth = std::sync::Arc::new(api::auth::Authenticator::from_config(&api_config.auth)?);
+        router = router.merge(mail_routes(mailbox, auth));
+        println!("No SMTP_URL: mail goes to the built-in catcher at {url}; the dashboard shows it (GET /dev/mail)");
+    }
     let listener = tokio::net::TcpListener::bind(api_config.bind_addr)
         .await
         .with_context(|| format!("cannot listen on BIND_ADDR={}", api_config.bind_addr))?;
@@ -58,6 +67,27 @@ pub async fn run(mut config: WorkerConfig) -> anyhow::Result<()> {
         tokio::join!(api::serve(listener, router, stopped(stop_rx.clone())), worker::run(config, stopped(stop_rx)),);
     served?;
     worked
+}
+
+/// `GET /dev/mail`: the caught messages, newest first, for an operator token.
+fn mail_routes(mailbox: crate::mailcatcher::Mailbox, auth: std::sync::Arc<api::auth::Authenticator>) -> axum::Router {
+    use axum::http::{HeaderMap, header};
+    use axum::response::IntoResponse;
+
+    let caught = move |headers: HeaderMap| async move {
+        let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let token = bearer.strip_prefix("Bearer ").unwrap_or("");
+        let allowed = auth.verify(token).and_then(|caller| caller.require_operator());
+        match allowed {
+            Ok(()) => {
+                let mut messages = mailbox.messages();
+                messages.reverse();
+                axum::Json(serde_json::json!({ "messages": messages })).into_response()
+            }
+            Err(err) => err.into_response(),
+        }
+    };
+    axum::Router::new().route("/dev/mail", axum::routing::get(caught))
 }
 
 /// Checks that Redis answers at `url`; if not, starts a local `redis-server`.

@@ -5,6 +5,7 @@
 
 mod admin;
 mod dev;
+mod mailcatcher;
 
 use std::process::ExitCode;
 

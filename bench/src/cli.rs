@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::peers::Peer;
+use crate::workloads::hostile::Attack;
 
 /// Benchmarks our job system (api + worker on Redis) side by side with BullMQ
 /// and Celery on the same machine and the same Redis.
@@ -38,6 +39,11 @@ pub enum Command {
     /// Workload 6 only: 1,000 and 5,000 WebSocket subscribers of one tenant while
     /// jobs go through; deliveries per second and delivery latency.
     Fanout(Options),
+    /// Hostile tenants: for each attack, the victim tenant's enqueue and start
+    /// latency without and with the attacker, Redis CPU and memory, and the
+    /// answers that stopped the attacker; default limits (rate limits included).
+    /// Writes hostile.json and hostile.md.
+    Hostile(Options),
     /// Redis time per script call of our system, from SLOWLOG (threshold 0): which
     /// scripts dominate Redis CPU. Slows Redis down; not a throughput figure.
     Profile(Options),
@@ -175,8 +181,16 @@ pub struct Options {
     /// ENQUEUE_WAIT_REPLICAS=1` every enqueue waits for them (its cost).
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
+    /// Attacks of `hostile`, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = Attack::ALL)]
+    pub attacks: Vec<Attack>,
+    /// Seconds of each `hostile` phase (baseline, then under attack).
+    #[arg(long, default_value_t = 8.0)]
+    pub hostile_secs: f64,
     /// Extra environment for our API, KEY=VALUE (repeatable). Rate limits are set
-    /// out of the way by default (RATE_LIMIT_PER_SEC, RATE_LIMIT_BURST = 1000000).
+    /// out of the way by default (RATE_LIMIT_PER_SEC, RATE_LIMIT_BURST, and for the
+    /// fan-out's one tenant WS_MAX_PER_TENANT, WS_MAX_CONNECTIONS = 1000000),
+    /// except in `hostile`, which tests the defaults.
     #[arg(long = "api-env", value_parser = parse_key_value)]
     pub api_env: Vec<(String, String)>,
 }

@@ -6,7 +6,7 @@
 //! - `cli.rs` — the command line, and the [`run::Plan`] it describes;
 //! - `run.rs` — the interleaved sequence of runs;
 //! - `workloads/` — one measured phase each: enqueue, processing, latency,
-//!   end to end and fan-out over WebSocket;
+//!   end to end, fan-out over WebSocket, and hostile tenants;
 //! - `ours.rs`, `peers.rs` — starting the systems under test;
 //! - `redis_server.rs`, `procs.rs` — Redis and child processes, pinned with `taskset`;
 //! - `redis_stats.rs`, `measure.rs` — `INFO` deltas and per-job figures;
@@ -51,6 +51,8 @@ pub enum Scope {
     Latency,
     E2e,
     Fanout,
+    /// The hostile-tenant workload: ours with its default limits.
+    Hostile,
 }
 
 impl Options {
@@ -79,10 +81,18 @@ impl Options {
                 bin_dir.display()
             );
         }
-        let mut api_env = vec![
-            ("RATE_LIMIT_PER_SEC".to_owned(), "1000000".to_owned()),
-            ("RATE_LIMIT_BURST".to_owned(), "1000000".to_owned()),
-        ];
+        // Out of the way of throughput, except where the limits are what is measured.
+        let mut api_env = if scope == Scope::Hostile {
+            Vec::new()
+        } else {
+            vec![
+                ("RATE_LIMIT_PER_SEC".to_owned(), "1000000".to_owned()),
+                ("RATE_LIMIT_BURST".to_owned(), "1000000".to_owned()),
+                // The fan-out's thousands of subscribers are one tenant's.
+                ("WS_MAX_PER_TENANT".to_owned(), "1000000".to_owned()),
+                ("WS_MAX_CONNECTIONS".to_owned(), "1000000".to_owned()),
+            ]
+        };
         api_env.extend(self.api_env.iter().cloned());
         let throughput = matches!(scope, Scope::All | Scope::Throughput);
         let latency = scope == Scope::Latency || (scope == Scope::All && !self.no_latency);
@@ -158,6 +168,14 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
             std::fs::create_dir_all(&plan.results_dir)?;
             std::fs::write(plan.results_dir.join("profile.md"), &text)?;
             println!("{text}");
+            return Ok(());
+        }
+        Command::Hostile(options) => {
+            let plan = options.plan(Scope::Hostile)?;
+            let results = workloads::hostile::run(&plan, &options.attacks, options.hostile_secs).await?;
+            results.write(&plan.results_dir)?;
+            println!("{}", results.markdown());
+            eprintln!("bench: results in {}", plan.results_dir.display());
             return Ok(());
         }
         Command::Run(options) => (options, Scope::All),

@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
         | Command::Latency(o)
         | Command::E2e(o)
         | Command::Fanout(o)
+        | Command::Hostile(o)
         | Command::Profile(o) => Some(o),
         Command::Report { .. } => None,
     };

@@ -4,11 +4,13 @@
 //! - `latency.rs` — workload 3, open-loop `POST /v1/jobs` at fixed rates;
 //! - `e2e.rs` — workload 4, `POST /v1/jobs` → `succeeded` event on a WebSocket;
 //! - `fanout.rs` — workload 6, thousands of WebSocket subscribers;
+//! - `hostile.rs` — one tenant attacking, another measured beside it;
 //! - `open_loop.rs` — the fixed-rate generator of workloads 3, 4 and 6.
 
 pub mod e2e;
 pub mod enqueue;
 pub mod fanout;
+pub mod hostile;
 pub mod latency;
 pub mod open_loop;
 pub mod process;

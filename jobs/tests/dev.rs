@@ -14,6 +14,8 @@ struct Dev {
     base: String,
     token: String,
     printed: Vec<String>,
+    /// Kept open: `dev` goes on printing, and a closed pipe would end it.
+    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
 }
 
 impl Drop for Dev {
@@ -53,7 +55,7 @@ fn dev(redis_url: &str) -> Dev {
         }
     }
     let (base, token) = (base.expect("the address is printed"), token.expect("a token is printed"));
-    Dev { child, base, token, printed }
+    Dev { child, base, token, printed, _stdout: lines }
 }
 
 #[test]

@@ -123,11 +123,16 @@ local function take(queue, wanted, in_ring)
   end
   local ids, owners = {}, {}
   local got = 0
+  -- A share a tenant could not fill (it had fewer jobs ready, or is at its
+  -- running cap) goes to the tenants after it: up to as many visits again, so
+  -- a tenant with one job ready never leaves the claim short while another has
+  -- thousands (slots would sit idle until the next claim).
   local visits = math.min(tenants, math.ceil(wanted / MIN_SHARE))
-  for visit = 1, visits do
-    if got >= wanted then break end
+  local visit = 0
+  while got < wanted and tenants > 0 and visit < 2 * visits do
+    visit = visit + 1
     local tenant = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-    local share = math.ceil((wanted - got) / (visits - visit + 1))
+    local share = math.ceil((wanted - got) / math.max(visits - visit + 1, 1))
     local k = math.min(share, room(tenant, queue))
     if k > 0 then
       local list = ready_key(tag, queue, tenant)

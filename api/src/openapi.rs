@@ -37,7 +37,9 @@ timeouts, scheduling and cancellation.
 (space-separated `jobs:write`, `jobs:read`, `email:send`, `admin`) and `exp`: 401 without a valid token, 403 \
 without the scope. Records, listings, counts, events and idempotency keys belong to the token's \
 tenant; another tenant's job is 404 everywhere.
-- Job submission is rate-limited per tenant (a batch counts as its number of jobs): 429 with `Retry-After`.";
+- Job submission is rate-limited per tenant (a job costs a token, or one per 4 KiB it stores if that is \
+more; a batch costs its jobs'): 429 with `Retry-After`.
+- Each job type's payload schema is `Payload.<type>`; `TypedJobRequest` is the request, one schema per `type`.";
 
 #[derive(OpenApi)]
 #[openapi(

@@ -29,6 +29,8 @@ struct Refusal {
 
 impl Refusals {
     /// `429 rate_limited` while `tenant` was refused a request of at most this size.
+    /// (`tenant` may name a kind of request too, such as `acme\tretry-failed`, whose
+    /// size is then its `limit`.)
     pub fn check(&self, tenant: &str, body_bytes: usize) -> Result<(), ApiError> {
         let now = Instant::now();
         let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());

@@ -254,3 +254,43 @@ async fn another_tenants_trickle_does_not_leave_worker_slots_idle() {
     assert!(took < Duration::from_millis(4_500), "600 jobs of 50 ms at concurrency 10 took {took:?}");
     eprintln!("600 jobs of 50 ms at concurrency 10 took {took:?} beside another tenant's trickle");
 }
+
+/// `cmdstat_evalsha` calls so far: every script call the API makes.
+async fn script_calls(system: &System) -> u64 {
+    let info: String =
+        redis::cmd("INFO").arg("commandstats").query_async(&mut system.redis_conn().await).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_retry_failed_loop_past_the_rate_limit_is_refused_without_running_scripts() {
+    let system = System::start_with(|config| {
+        config.rate_limit.rate_limit_per_sec = 1;
+        config.rate_limit.rate_limit_burst = 1_000;
+    })
+    .await;
+    let jobs = vec![json!({"type": "fail", "payload": {"times": 5, "permanent": true}, "max_attempts": 1}); 1000];
+    let (status, body, _) = system.post("/v1/jobs/batch", &json!({"jobs": jobs}), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let worker = system.spawn_worker();
+    eventually(Duration::from_secs(20), "1,000 failed jobs", || async {
+        let (_, queues) = system.get("/v1/queues").await;
+        let failed = queues["queues"].as_array()?.iter().find(|q| q["name"] == "default")?["failed"].as_u64()?;
+        (failed == 1000).then_some(())
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    // The bucket is empty (the batch took it): the script refuses, and says when to come back.
+    let (status, error, _) = system.post("/v1/queues/default/retry-failed?limit=100", &json!({}), &[]).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{error}");
+    let before = script_calls(&system).await;
+    for _ in 0..50 {
+        let (status, _, _) = system.post("/v1/queues/default/retry-failed?limit=100", &json!({}), &[]).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let after = script_calls(&system).await;
+    assert!(after - before < 5, "50 refused calls ran {} scripts", after - before);
+}

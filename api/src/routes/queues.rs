@@ -78,11 +78,17 @@ pub async fn retry_failed(
         return Err(ApiError::BadParameter { field: "queue".into(), message });
     }
     let limit = super::limit_param(query.limit.as_deref(), 100, MAX_RETRY_FAILED)?;
+    // Refused calls are remembered apart from submissions, by their `limit`.
+    let refusals_key = format!("{}\tretry-failed", caller.tenant);
+    state.refusals.check(&refusals_key, limit)?;
     let retried = state.store()?.retry_failed(&caller.tenant, &queue, limit, state.limits.rate).await;
     match retried.map_err(|err| ApiError::from_write(err, RETRY_CHANGE))? {
         RetryFailedOutcome::Retried { retried, more } => {
             Ok(Json(json!({ "queue": queue, "retried": retried, "more": more })))
         }
-        RetryFailedOutcome::RateLimited { retry_after_ms } => Err(ApiError::rate_limited(retry_after_ms)),
+        RetryFailedOutcome::RateLimited { retry_after_ms } => {
+            state.refusals.remember(&refusals_key, limit, retry_after_ms);
+            Err(ApiError::rate_limited(retry_after_ms))
+        }
     }
 }

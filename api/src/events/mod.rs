@@ -189,7 +189,7 @@ pub async fn get_events(
 fn prepare(state: &AppState, caller: &Principal, request: &Request) -> Result<(Session, Ticket), ApiError> {
     request.validate()?;
     let settings = &state.events_settings;
-    let payloads = crate::routes::include_param(request.include.as_deref())?;
+    let payloads = request.payloads()?;
     let store = state.store()?.clone();
     let place = settings.limits.connect(&caller.tenant)?;
     let replay = request.since.as_ref().map(|_| settings.limits.replay(&caller.tenant)).transpose()?;

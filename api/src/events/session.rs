@@ -81,7 +81,7 @@ pub enum ClientMessage {
 }
 
 impl Request {
-    /// Checks names and ids; `since` is parsed.
+    /// Checks names and ids; `since` is parsed (`include` is read by [`Request::payloads`]).
     pub fn validate(&self) -> Result<Option<EventId>, ApiError> {
         let bad = |field: &str, message: &str| ApiError::BadParameter { field: field.into(), message: message.into() };
         if self.jobs.len() > MAX_JOBS {
@@ -95,13 +95,17 @@ impl Request {
         {
             return Err(bad("queue", "a queue name is 1-64 of [A-Za-z0-9._-]"));
         }
-        crate::routes::include_param(self.include.as_deref())?;
         match &self.since {
             None => Ok(None),
             Some(since) => {
                 EventId::parse(since).map(Some).ok_or_else(|| bad("since", "an event id such as `1700000000000-0:0`"))
             }
         }
+    }
+
+    /// What `include` asks for.
+    pub fn payloads(&self) -> Result<Payloads, ApiError> {
+        crate::routes::include_param(self.include.as_deref())
     }
 
     fn targets(&self) -> Vec<Target> {
@@ -200,7 +204,7 @@ impl Session {
     /// page at a time with [`Session::next_page`].
     pub async fn subscribe(&mut self, request: &Request) -> Result<(Vec<Out>, Option<Pending>), ApiError> {
         let since = request.validate()?;
-        let payloads = match crate::routes::include_param(request.include.as_deref())? {
+        let payloads = match request.payloads()? {
             Payloads::Include => Payloads::Include,
             Payloads::Omit => self.payloads,
         };
